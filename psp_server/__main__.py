@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (psp, admin, qr, card, cardnet, reconcile, demo):
         module.register(sub)
     sub.add_parser("till", help="the cashier terminal (scanpay till --help)", add_help=False)
-    sub.add_parser("wallet", help="the consumer wallet web app (scanpay wallet --help)", add_help=False)
+    sub.add_parser(
+        "wallet", help="the consumer wallet web app (scanpay wallet --help)", add_help=False
+    )
     return parser
 
 
@@ -28,15 +30,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["till"]:
         from pos_terminal.__main__ import main as till_main
 
-        return till_main(args_list[1:])
+        return int(till_main(args_list[1:]))
     if args_list[:1] == ["wallet"]:
         from wallet_app.__main__ import main as wallet_main
 
-        return wallet_main(args_list[1:])
+        return int(wallet_main(args_list[1:]))
     if args_list[:2] == ["qr", "scan"]:
         from wallet_app.scan_cli import main as scan_main
 
-        return scan_main(args_list[2:])
+        return int(scan_main(args_list[2:]))
     parser = build_parser()
     args = parser.parse_args(args_list)
     result: int = args.func(args)

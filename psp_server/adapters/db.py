@@ -1,0 +1,234 @@
+"""Engines and the group-commit writer.
+
+All writes of one server process go through one writer thread that owns one
+connection. It takes whatever jobs are waiting (up to ``max_batch``), runs each inside
+its own SAVEPOINT (a job that fails rolls back alone), then commits once: one durable
+fsync for many payments. A job's future resolves only after that commit, so nothing is
+reported done before it is on disk. Reads use a separate pool of connections (SQLite
+WAL lets them run beside the writer).
+
+On PostgreSQL the same code runs; several server processes (replicas) may write at once
+and correctness then rests on row locks and conditional updates in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Hooks = list[Callable[[], None]]
+
+
+def normalize_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk when it returns (WAL + NORMAL may lose the last ones).
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def make_engine(url: str, *, writer: bool) -> Engine:
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        if writer:
+            engine = create_engine(url, poolclass=NullPool)
+        else:
+            engine = create_engine(
+                url, pool_size=8, max_overflow=8, connect_args={"check_same_thread": False}
+            )
+        _sqlite_pragmas(engine, writer=writer)
+        return engine
+    return create_engine(url, pool_size=8 if not writer else 2, max_overflow=8, pool_pre_ping=True)
+
+
+@dataclass
+class _Job(Generic[T]):
+    fn: Callable[[Connection, Hooks], T]
+    future: Future[T] = field(default_factory=Future)
+
+
+class WriterStopped(RuntimeError):
+    pass
+
+
+class GroupCommitWriter:
+    def __init__(self, engine: Engine, *, max_batch: int = 128, name: str = "db-writer") -> None:
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._conn: Connection | None = None
+        self.batches = 0
+        self.jobs = 0
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Connection, Hooks], T]) -> Future[T]:
+        if self._stopped.is_set():
+            raise WriterStopped("the database writer is stopped")
+        job: _Job[T] = _Job(fn)
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        if not self._stopped.is_set():
+            self._stopped.set()
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+
+    # -- the thread ------------------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def _run(self) -> None:
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    break
+                batch = [job]
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(nxt)
+                self._run_batch(batch)
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+            # Fail anything still queued.
+            while True:
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None and not left.future.done():
+                    left.future.set_exception(WriterStopped("the database writer stopped"))
+
+    def _run_batch(self, batch: list[_Job[Any]]) -> None:
+        try:
+            outcomes = self._attempt(batch)
+        except DBAPIError as exc:
+            if len(batch) == 1:
+                self._fail(batch, exc)
+                return
+            # A commit-level failure (deadlock, serialization, disk): the whole batch
+            # was rolled back; run each job alone so one bad apple fails alone.
+            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            for job in batch:
+                try:
+                    self._deliver(self._attempt([job]))
+                except DBAPIError as exc2:
+                    self._fail([job], exc2)
+            return
+        except BaseException as exc:  # pragma: no cover - defensive
+            self._fail(batch, exc)
+            return
+        self._deliver(outcomes)
+
+    def _attempt(
+        self, batch: list[_Job[Any]]
+    ) -> list[tuple[_Job[Any], Any, Hooks, BaseException | None]]:
+        conn = self._connection()
+        outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]] = []
+        for attempt in range(5):
+            try:
+                trans = conn.begin()
+                break
+            except OperationalError:
+                # SQLite busy beyond busy_timeout, or a dropped PostgreSQL connection.
+                conn.invalidate()
+                self._conn = None
+                conn = self._connection()
+                time.sleep(0.05 * (attempt + 1))
+        else:
+            trans = conn.begin()
+        try:
+            for job in batch:
+                hooks: Hooks = []
+                sp = conn.begin_nested()
+                try:
+                    result = job.fn(conn, hooks)
+                except Exception as exc:
+                    sp.rollback()
+                    if isinstance(exc, DBAPIError) and not _recoverable(exc):
+                        raise
+                    outcomes.append((job, None, [], exc))
+                else:
+                    sp.commit()
+                    outcomes.append((job, result, hooks, None))
+            trans.commit()
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
+        self.batches += 1
+        self.jobs += len(batch)
+        return outcomes
+
+    @staticmethod
+    def _deliver(outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]]) -> None:
+        for job, result, hooks, exc in outcomes:
+            if exc is not None:
+                job.future.set_exception(exc)
+                continue
+            for hook in hooks:
+                try:
+                    hook()
+                except Exception:  # pragma: no cover - a subscriber's problem
+                    log.exception("after-commit hook failed")
+            job.future.set_result(result)
+
+    @staticmethod
+    def _fail(batch: list[_Job[Any]], exc: BaseException) -> None:
+        for job in batch:
+            if not job.future.done():
+                job.future.set_exception(exc)
+
+
+def _recoverable(exc: DBAPIError) -> bool:
+    """An error inside a savepoint that leaves the transaction usable (a constraint
+    violation), as opposed to a broken connection."""
+    return not isinstance(exc, OperationalError)

@@ -1,0 +1,101 @@
+"""The one place where domain errors become gRPC statuses, each with a
+``google.rpc.ErrorInfo`` carrying the stable reason."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from psp_server.adapters.db import WriterStopped
+from psp_server.domain import errors as e
+from psp_server.domain.money import MoneyError
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "scanpay"
+
+_CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (e.ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.NotFound, grpc.StatusCode.NOT_FOUND),
+    (e.IdempotencyKeyReused, grpc.StatusCode.ALREADY_EXISTS),
+    (e.Conflict, grpc.StatusCode.ALREADY_EXISTS),
+    (e.PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (e.Throttled, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.NotImplementedYet, grpc.StatusCode.UNIMPLEMENTED),
+]
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str, str]]:
+    if isinstance(exc, e.DomainError):
+        for cls, code in _CODES:
+            if isinstance(exc, cls):
+                return code, exc.reason, exc.message, dict(exc.metadata)
+        return grpc.StatusCode.FAILED_PRECONDITION, exc.reason, exc.message, dict(exc.metadata)
+    if isinstance(exc, MoneyError):
+        return grpc.StatusCode.INVALID_ARGUMENT, exc.reason, str(exc), {}
+    if isinstance(exc, WriterStopped):
+        return grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", "the server is shutting down", {}
+    return grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; it has been logged", {}
+
+
+def to_rpc_status(
+    code: grpc.StatusCode, reason: str, message: str, metadata: dict[str, str]
+) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
+    )
+    return status
+
+
+async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+    code, reason, message, metadata = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected error", exc_info=exc)
+    await context.abort_with_status(to_rpc_status(code, reason, message, metadata))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Wrap a servicer method (unary coroutine or server-streaming async generator)."""
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except (e.DomainError, MoneyError, WriterStopped) as exc:
+                await abort(context, exc)
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError):
+                    raise
+                await abort(context, exc)
+
+        return cast(F, stream)
+
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await fn(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort(context, exc)
+
+    return cast(F, unary)

@@ -1,0 +1,111 @@
+"""Composition root: settings -> database -> services -> gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from psp_server.adapters import migrate
+from psp_server.config import Settings
+from psp_server.service.admin import AdminServices
+from psp_server.service.clock import Clock, SystemClock
+from psp_server.service.common import Deps
+from psp_server.service.events import EventBus, Notice
+from psp_server.service.merchant import MerchantServices
+from psp_server.service.runtime import Database
+from psp_server.service.wallet import WalletServices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    deps: Deps
+    merchants: MerchantServices
+    wallets: WalletServices
+    admin: AdminServices
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _listener: threading.Thread | None = None
+    _stop_listener: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def db(self) -> Database:
+        return self.deps.db
+
+    @property
+    def bus(self) -> EventBus:
+        return self.deps.bus
+
+    def close(self) -> None:
+        self._stop_listener.set()
+        self.deps.db.close()
+
+
+def build_app(
+    settings: Settings, *, clock: Clock | None = None, migrate_schema: bool = True
+) -> App:
+    settings.resolve()
+    if migrate_schema:
+        migrate.upgrade(settings.db_url)
+    db = Database(settings.db_url, max_batch=settings.max_batch)
+    deps = Deps(db=db, clock=clock or SystemClock(), settings=settings, bus=EventBus())
+    merchants = MerchantServices(deps)
+    wallets = WalletServices(deps, merchants)
+    admin = AdminServices(deps, merchants, wallets)
+    return App(settings, deps, merchants, wallets, admin)
+
+
+async def sweep_expired(app: App) -> None:
+    """Record EXPIRED for pending QRs past their expiry, so terminals are told."""
+    while True:
+        try:
+            await app.merchants.expire_due()
+        except Exception:  # keep sweeping; the next round retries
+            log.exception("expiry sweep failed")
+        await asyncio.sleep(app.settings.sweep_interval)
+
+
+def start_pg_listener(app: App) -> None:
+    """Across replicas: PostgreSQL NOTIFY tells this process of events committed by
+    others; the streams then read them from the log."""
+    if not app.db.is_postgres:
+        return
+    import psycopg
+
+    from psp_server.adapters.db import normalize_url
+
+    url = normalize_url(app.settings.db_url).replace("postgresql+psycopg://", "postgresql://")
+
+    def run() -> None:
+        while not app._stop_listener.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("LISTEN scanpay_events")
+                    while not app._stop_listener.is_set():
+                        for n in conn.notifies(timeout=1.0):
+                            merchant_id, _, seq = n.payload.partition(":")
+                            if seq.isdigit():
+                                app.bus.publish(Notice(merchant_id, int(seq)))
+            except Exception:
+                log.warning("event listener lost its connection; reconnecting", exc_info=True)
+                app._stop_listener.wait(1.0)
+
+    app._listener = threading.Thread(target=run, name="pg-listen", daemon=True)
+    app._listener.start()
+
+
+async def start_background(app: App) -> None:
+    app._tasks.append(asyncio.create_task(sweep_expired(app)))
+    start_pg_listener(app)
+
+
+async def stop_background(app: App) -> None:
+    for t in app._tasks:
+        t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+    app._tasks.clear()

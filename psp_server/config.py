@@ -1,0 +1,70 @@
+"""Settings, from arguments and the environment. Secrets live in the data directory
+(or the environment), never in the database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("SCANPAY_DATA")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "scanpay"
+
+
+def load_or_create_secret(path: Path, nbytes: int = 32) -> bytes:
+    """A random key kept in a 0600 file, created on first use."""
+    if path.exists():
+        data = path.read_bytes()
+        if len(data) >= 16:
+            return data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = secrets.token_bytes(nbytes)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return data
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_url: str = ""
+    listen: str = "127.0.0.1:50051"
+    public_base_url: str = "https://pay.scanpay.example"
+    secret: bytes = b""
+    fx_markup_bps: int = 150
+    default_discount_bps: int = 100
+    fx_quote_ttl: timedelta = timedelta(seconds=60)
+    quote_ttl: timedelta = timedelta(minutes=5)
+    access_ttl: timedelta = timedelta(minutes=15)
+    refresh_ttl: timedelta = timedelta(days=30)
+    max_login_failures: int = 5
+    login_lockout: timedelta = timedelta(seconds=30)
+    sweep_interval: float = 1.0
+    max_batch: int = 128
+
+    def resolve(self) -> Settings:
+        """Fill the defaults that depend on the data directory."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.db_url:
+            self.db_url = (
+                os.environ.get("SCANPAY_DB", "") or f"sqlite:///{self.data_dir / 'psp.db'}"
+            )
+        if not self.secret:
+            env = os.environ.get("SCANPAY_SECRET")
+            self.secret = (
+                env.encode() if env else load_or_create_secret(self.data_dir / "secret.key")
+            )
+        return self

@@ -1,0 +1,28 @@
+"""Time comes from an injected clock: aware UTC datetimes only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class FixedClock:
+    """A clock for tests: stands still until moved."""
+
+    def __init__(self, at: datetime | None = None) -> None:
+        self._now = at or datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta

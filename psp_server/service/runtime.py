@@ -1,0 +1,72 @@
+"""How use cases reach the database: writes through the group-commit writer, reads on a
+pool, both off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy import Engine
+
+from psp_server.adapters.db import GroupCommitWriter, make_engine
+from psp_server.adapters.store import SqlStore, StaleWrite
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+T = TypeVar("T")
+
+
+class Retry(Exception):
+    """Raised inside a job to have it run again (lost a race; the winner committed)."""
+
+
+class Database:
+    def __init__(self, url: str, *, max_batch: int = 128) -> None:
+        self.url = url
+        self.write_engine: Engine = make_engine(url, writer=True)
+        self.read_engine: Engine = make_engine(url, writer=False)
+        self.writer = GroupCommitWriter(self.write_engine, max_batch=max_batch)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.read_engine.dialect.name == "postgresql"
+
+    def _job(
+        self, fn: Callable[[SqlStore], T]
+    ) -> Callable[[Connection, list[Callable[[], None]]], T]:
+        def run(conn: Connection, hooks: list[Callable[[], None]]) -> T:
+            return fn(SqlStore(conn, hooks))
+
+        return run
+
+    def write_sync(self, fn: Callable[[SqlStore], T]) -> T:
+        for attempt in range(5):
+            try:
+                return self.writer.submit(self._job(fn)).result()
+            except (Retry, StaleWrite):
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def write(self, fn: Callable[[SqlStore], T]) -> T:
+        for attempt in range(5):
+            try:
+                return await asyncio.wrap_future(self.writer.submit(self._job(fn)))
+            except (Retry, StaleWrite):
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def read_sync(self, fn: Callable[[SqlStore], T]) -> T:
+        with self.read_engine.connect() as conn, conn.begin():
+            return fn(SqlStore(conn))
+
+    async def read(self, fn: Callable[[SqlStore], T]) -> T:
+        return await asyncio.to_thread(self.read_sync, fn)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.write_engine.dispose()
+        self.read_engine.dispose()
