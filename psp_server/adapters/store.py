@@ -4,8 +4,9 @@ transaction (the unit of work). Implements ``service.ports.Store``."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
@@ -24,6 +25,97 @@ from psp_server.domain.payments import (
     snapshot,
 )
 
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class Sql:
+    """A hot-path statement in plain SQL with ``:name`` parameters, run on the DBAPI
+    cursor of the unit of work's connection (same transaction, no per-call statement
+    building). The PostgreSQL form (``%(name)s``) is made once."""
+
+    __slots__ = ("pg", "sqlite")
+
+    def __init__(self, sql: str) -> None:
+        self.sqlite = sql
+        self.pg = _NAMED.sub(r"%(\1)s", sql)
+
+
+_SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
+
+_Q_CONSUMER = Sql(
+    "SELECT id, email, display_name, password_hash, currency, kyc_tier, failed_logins, "
+    "locked_until, created_at FROM consumers WHERE id = :id"
+)
+_Q_BALANCE = Sql(
+    "SELECT balance_minor FROM accounts WHERE type = :type AND owner_id = :owner "
+    "AND currency = :currency"
+)
+_Q_ENTRY = Sql(
+    "INSERT INTO journal_entries (id, kind, payment_id, memo, created_at) "
+    "VALUES (:id, :kind, :payment_id, :memo, :created_at)"
+)
+_Q_POSTING = Sql(
+    "INSERT INTO postings (entry_id, debit_account_id, credit_account_id, amount_minor, currency) "
+    "VALUES (:entry_id, :debit, :credit, :amount, :currency)"
+)
+_Q_MOVE = Sql(
+    "UPDATE accounts SET balance_minor = balance_minor + :delta WHERE id = :id "
+    "RETURNING balance_minor"
+)
+_Q_MOVE_NONNEG = Sql(
+    "UPDATE accounts SET balance_minor = balance_minor + :delta WHERE id = :id "
+    "AND balance_minor + :delta >= 0 RETURNING balance_minor"
+)
+_PAYMENT_COLS = (
+    "merchant_id, terminal_id, method, status, order_id, amount_minor, currency, fee_minor, "
+    "refunded_minor, qr_token, payer_consumer_id, created_at, expires_at, paid_at, version, data"
+)
+_Q_INSERT_PAYMENT = Sql(
+    f"INSERT INTO payments (id, {_PAYMENT_COLS}) VALUES (:id, "
+    + ", ".join(":" + c.strip() for c in _PAYMENT_COLS.split(","))
+    + ")"
+)
+_Q_UPDATE_PAYMENT = Sql(
+    "UPDATE payments SET "
+    + ", ".join(f"{c.strip()} = :{c.strip()}" for c in _PAYMENT_COLS.split(","))
+    + " WHERE id = :id AND version = :expected_version"
+)
+_Q_PAYMENT = Sql("SELECT data FROM payments WHERE id = :id")
+_Q_PAYMENT_FU = Sql("SELECT data FROM payments WHERE id = :id FOR UPDATE")
+_Q_PAYMENT_TOKEN = Sql("SELECT data FROM payments WHERE qr_token = :token")
+_Q_PAYMENT_TOKEN_FU = Sql("SELECT data FROM payments WHERE qr_token = :token FOR UPDATE")
+_Q_NEXT_SEQ = Sql(
+    "UPDATE merchants SET event_seq = event_seq + 1 WHERE id = :id RETURNING event_seq"
+)
+_Q_INSERT_EVENT = Sql(
+    "INSERT INTO events (merchant_id, seq, type, payment_id, data, occurred_at) "
+    "VALUES (:merchant_id, :seq, :type, :payment_id, :data, :occurred_at)"
+)
+_Q_GET_IDEM = Sql(
+    "SELECT request_hash, response FROM idempotency_records WHERE scope = :scope AND key = :key"
+)
+_Q_PUT_IDEM = Sql(
+    "INSERT INTO idempotency_records (scope, key, request_hash, response, created_at) "
+    "VALUES (:scope, :key, :hash, :response, :created_at)"
+)
+_Q_SPENT = Sql(
+    "SELECT spent_minor FROM daily_spend WHERE consumer_id = :consumer_id AND day = :day"
+)
+_Q_ADD_SPENT = Sql(
+    "UPDATE daily_spend SET spent_minor = spent_minor + :amount "
+    "WHERE consumer_id = :consumer_id AND day = :day"
+)
+_Q_NEW_SPENT = Sql(
+    "INSERT INTO daily_spend (consumer_id, day, spent_minor) VALUES (:consumer_id, :day, :amount)"
+)
+_Q_ACTIVITY = Sql(
+    "INSERT INTO wallet_activity (id, consumer_id, kind, amount_minor, currency, merchant_name, "
+    "payment_id, description, created_at) VALUES (:id, :consumer_id, :kind, :amount_minor, "
+    ":currency, :merchant_name, :payment_id, :description, :created_at)"
+)
+_Q_STATIC = Sql("SELECT token, merchant_id, terminal_id FROM static_qrs WHERE token = :token")
+
+
 # Account ids never change once created: cache them per process.
 _ACCOUNT_IDS: dict[tuple[str, str, str, str], str] = {}
 
@@ -38,6 +130,27 @@ class SqlStore:
         self.hooks = hooks if hooks is not None else []
         self._db_key = str(conn.engine.url)
         self.is_postgres = conn.dialect.name == "postgresql"
+        self._cur: Any = None
+
+    # -- raw execution for the hot path ---------------------------------------------------
+
+    def _x(self, q: Sql, params: dict[str, Any] | None = None) -> Any:
+        if self._cur is None:
+            self._cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._cur.execute(q.pg if self.is_postgres else q.sqlite, params or {})
+        return self._cur
+
+    def _ts(self, value: datetime | None) -> Any:
+        if value is None or self.is_postgres:
+            return value
+        return value.astimezone(UTC).strftime(_SQLITE_TS)
+
+    def _dt(self, value: Any) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime.strptime(value, _SQLITE_TS).replace(tzinfo=UTC)
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         self.hooks.append(hook)
@@ -123,10 +236,8 @@ class SqlStore:
         )
 
     def get_static_qr(self, token: str) -> StaticQr | None:
-        row = self.conn.execute(
-            select(t.static_qrs).where(t.static_qrs.c.token == token)
-        ).one_or_none()
-        return None if row is None else StaticQr(row.token, row.merchant_id, row.terminal_id)
+        row = self._x(_Q_STATIC, {"token": token}).fetchone()
+        return None if row is None else StaticQr(row[0], row[1], row[2])
 
     def get_static_qr_for(self, merchant_id: str, terminal_id: str | None) -> StaticQr | None:
         c = t.static_qrs.c
@@ -170,7 +281,20 @@ class SqlStore:
         )
 
     def get_consumer(self, consumer_id: str) -> Consumer | None:
-        return self._consumer_where(t.consumers.c.id == consumer_id)
+        row = self._x(_Q_CONSUMER, {"id": consumer_id}).fetchone()
+        if row is None:
+            return None
+        return Consumer(
+            id=row[0],
+            email=row[1],
+            display_name=row[2],
+            password_hash=row[3],
+            currency=row[4],
+            kyc_tier=int(row[5]),
+            failed_logins=int(row[6]),
+            locked_until=self._dt(row[7]),
+            created_at=self._dt(row[8]),  # type: ignore[arg-type]
+        )
 
     def get_consumer_by_email(self, email: str) -> Consumer | None:
         return self._consumer_where(t.consumers.c.email == email)
@@ -253,83 +377,80 @@ class SqlStore:
         return str(row.id)
 
     def balance(self, ref: AccountRef) -> int:
-        c = t.accounts.c
-        row = self.conn.execute(
-            select(c.balance_minor).where(
-                and_(c.type == ref.type.value, c.owner_id == ref.owner, c.currency == ref.currency)
-            )
-        ).one_or_none()
-        return 0 if row is None else int(row.balance_minor)
+        row = self._x(
+            _Q_BALANCE, {"type": ref.type.value, "owner": ref.owner, "currency": ref.currency}
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
-    def post(self, entry: JournalEntry, now: datetime) -> None:
-        """Append a balanced entry and move the cached balances. A wallet that would go
-        negative raises InsufficientFunds (and the caller's savepoint rolls back)."""
-        self.conn.execute(
-            insert(t.journal_entries).values(
-                id=entry.id,
-                kind=entry.kind.value,
-                payment_id=entry.payment_id,
-                memo=entry.memo[:200],
-                created_at=now,
-            )
+    def post(self, entry: JournalEntry, now: datetime) -> dict[AccountRef, int]:
+        """Append a balanced entry and move the cached balances; returns the new balance
+        of every account touched. A wallet that would go negative raises
+        InsufficientFunds (and the caller's savepoint rolls everything back)."""
+        self._x(
+            _Q_ENTRY,
+            {
+                "id": entry.id,
+                "kind": entry.kind.value,
+                "payment_id": entry.payment_id,
+                "memo": entry.memo[:200],
+                "created_at": self._ts(now),
+            },
         )
-        rows = []
         for p in entry.postings:
-            rows.append(
+            self._x(
+                _Q_POSTING,
                 {
                     "entry_id": entry.id,
-                    "debit_account_id": self.account_id(p.debit, now),
-                    "credit_account_id": self.account_id(p.credit, now),
-                    "amount_minor": p.amount.amount_minor,
+                    "debit": self.account_id(p.debit, now),
+                    "credit": self.account_id(p.credit, now),
+                    "amount": p.amount.amount_minor,
                     "currency": p.amount.currency,
-                }
+                },
             )
-        self.conn.execute(insert(t.postings), rows)
-        c = t.accounts.c
+        out: dict[AccountRef, int] = {}
         # Debits before credits in a stable order keeps lock order the same everywhere.
         for ref, delta in sorted(balance_deltas(entry.postings).items(), key=lambda kv: kv[1]):
             if delta == 0:
                 continue
-            acc = self.account_id(ref, now)
-            stmt = update(t.accounts).where(c.id == acc)
-            if delta < 0 and ref.type in NON_NEGATIVE:
-                stmt = stmt.where(c.balance_minor >= -delta)
-            res = self.conn.execute(stmt.values(balance_minor=c.balance_minor + delta))
-            if res.rowcount != 1:
+            q = _Q_MOVE_NONNEG if delta < 0 and ref.type in NON_NEGATIVE else _Q_MOVE
+            row = self._x(q, {"delta": delta, "id": self.account_id(ref, now)}).fetchone()
+            if row is None:
                 raise InsufficientFunds(
                     "insufficient funds in the wallet", reason="INSUFFICIENT_FUNDS"
                 )
+            out[ref] = int(row[0])
+        return out
 
     # -- payments ----------------------------------------------------------------------
 
-    def insert_payment(self, p: Payment) -> None:
-        self.conn.execute(insert(t.payments).values(**_payment_values(p)))
+    def insert_payment(self, p: Payment) -> str:
+        """Insert; returns the JSON snapshot written (reuse it for the event)."""
+        values = self._payment_params(p)
+        self._x(_Q_INSERT_PAYMENT, values)
+        return str(values["data"])
 
-    def update_payment(self, p: Payment, expected_version: int) -> None:
-        c = t.payments.c
+    def _payment_params(self, p: Payment) -> dict[str, Any]:
         values = _payment_values(p)
-        del values["id"]
-        res = self.conn.execute(
-            update(t.payments)
-            .where(and_(c.id == p.id, c.version == expected_version))
-            .values(**values)
-        )
-        if res.rowcount != 1:
+        for k in ("created_at", "expires_at", "paid_at"):
+            values[k] = self._ts(values[k])
+        return values
+
+    def update_payment(self, p: Payment, expected_version: int) -> str:
+        values = self._payment_params(p)
+        values["expected_version"] = expected_version
+        if self._x(_Q_UPDATE_PAYMENT, values).rowcount != 1:
             raise StaleWrite(f"payment {p.id} changed concurrently")
+        return str(values["data"])
 
     def get_payment(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        stmt = select(t.payments.c.data).where(t.payments.c.id == payment_id)
-        if for_update and self.is_postgres:
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).one_or_none()
-        return None if row is None else from_snapshot(json.loads(row.data))
+        q = _Q_PAYMENT_FU if for_update and self.is_postgres else _Q_PAYMENT
+        row = self._x(q, {"id": payment_id}).fetchone()
+        return None if row is None else from_snapshot(json.loads(row[0]))
 
     def get_payment_by_token(self, token: str, *, for_update: bool = False) -> Payment | None:
-        stmt = select(t.payments.c.data).where(t.payments.c.qr_token == token)
-        if for_update and self.is_postgres:
-            stmt = stmt.with_for_update()
-        row = self.conn.execute(stmt).one_or_none()
-        return None if row is None else from_snapshot(json.loads(row.data))
+        q = _Q_PAYMENT_TOKEN_FU if for_update and self.is_postgres else _Q_PAYMENT_TOKEN
+        row = self._x(q, {"token": token}).fetchone()
+        return None if row is None else from_snapshot(json.loads(row[0]))
 
     def list_payments(
         self,
@@ -397,31 +518,33 @@ class SqlStore:
 
     # -- events ------------------------------------------------------------------------
 
-    def append_event(self, merchant_id: str, type_: str, payment: Payment, now: datetime) -> Event:
-        c = t.merchants.c
-        seq = self.conn.execute(
-            update(t.merchants)
-            .where(c.id == merchant_id)
-            .values(event_seq=c.event_seq + 1)
-            .returning(c.event_seq)
-        ).scalar_one()
+    def append_event(
+        self,
+        merchant_id: str,
+        type_: str,
+        payment: Payment,
+        now: datetime,
+        data: str | None = None,
+    ) -> Event:
+        seq = self._x(_Q_NEXT_SEQ, {"id": merchant_id}).fetchone()[0]
         ev = Event(
             merchant_id=merchant_id,
             seq=int(seq),
             type=type_,
             payment_id=payment.id,
-            data=json.dumps(snapshot(payment), separators=(",", ":")),
+            data=data or json.dumps(snapshot(payment), separators=(",", ":")),
             occurred_at=now,
         )
-        self.conn.execute(
-            insert(t.events).values(
-                merchant_id=ev.merchant_id,
-                seq=ev.seq,
-                type=ev.type,
-                payment_id=ev.payment_id,
-                data=ev.data,
-                occurred_at=ev.occurred_at,
-            )
+        self._x(
+            _Q_INSERT_EVENT,
+            {
+                "merchant_id": ev.merchant_id,
+                "seq": ev.seq,
+                "type": ev.type,
+                "payment_id": ev.payment_id,
+                "data": ev.data,
+                "occurred_at": self._ts(now),
+            },
         )
         return ev
 
@@ -447,58 +570,49 @@ class SqlStore:
     # -- idempotency -------------------------------------------------------------------
 
     def get_idempotency(self, scope: str, key: str) -> tuple[str, bytes] | None:
-        c = t.idempotency_records.c
-        row = self.conn.execute(
-            select(c.request_hash, c.response).where(and_(c.scope == scope, c.key == key))
-        ).one_or_none()
-        return None if row is None else (str(row.request_hash), bytes(row.response))
+        row = self._x(_Q_GET_IDEM, {"scope": scope, "key": key}).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
 
     def put_idempotency(
         self, scope: str, key: str, request_hash: str, response: bytes, now: datetime
     ) -> None:
-        """Raises IntegrityError when another transaction stored the key first."""
-        self.conn.execute(
-            insert(t.idempotency_records).values(
-                scope=scope, key=key, request_hash=request_hash, response=response, created_at=now
-            )
+        """Raises IntegrityError (DBAPI) when another transaction stored the key first."""
+        self._x(
+            _Q_PUT_IDEM,
+            {
+                "scope": scope,
+                "key": key,
+                "hash": request_hash,
+                "response": response,
+                "created_at": self._ts(now),
+            },
         )
 
     # -- limits and wallet activity ------------------------------------------------------
 
     def spent_on(self, consumer_id: str, day: str) -> int:
-        c = t.daily_spend.c
-        v = self.conn.execute(
-            select(c.spent_minor).where(and_(c.consumer_id == consumer_id, c.day == day))
-        ).scalar_one_or_none()
-        return int(v or 0)
+        row = self._x(_Q_SPENT, {"consumer_id": consumer_id, "day": day}).fetchone()
+        return 0 if row is None else int(row[0])
 
     def add_spent(self, consumer_id: str, day: str, amount_minor: int) -> None:
-        c = t.daily_spend.c
-        res = self.conn.execute(
-            update(t.daily_spend)
-            .where(and_(c.consumer_id == consumer_id, c.day == day))
-            .values(spent_minor=c.spent_minor + amount_minor)
-        )
-        if res.rowcount == 0:
-            self.conn.execute(
-                insert(t.daily_spend).values(
-                    consumer_id=consumer_id, day=day, spent_minor=amount_minor
-                )
-            )
+        params = {"consumer_id": consumer_id, "day": day, "amount": amount_minor}
+        if self._x(_Q_ADD_SPENT, params).rowcount == 0:
+            self._x(_Q_NEW_SPENT, params)
 
     def insert_activity(self, a: Activity) -> None:
-        self.conn.execute(
-            insert(t.wallet_activity).values(
-                id=a.id,
-                consumer_id=a.consumer_id,
-                kind=a.kind,
-                amount_minor=a.amount_minor,
-                currency=a.currency,
-                merchant_name=a.merchant_name,
-                payment_id=a.payment_id,
-                description=a.description[:200],
-                created_at=a.created_at,
-            )
+        self._x(
+            _Q_ACTIVITY,
+            {
+                "id": a.id,
+                "consumer_id": a.consumer_id,
+                "kind": a.kind,
+                "amount_minor": a.amount_minor,
+                "currency": a.currency,
+                "merchant_name": a.merchant_name,
+                "payment_id": a.payment_id,
+                "description": a.description[:200],
+                "created_at": self._ts(a.created_at),
+            },
         )
 
     def list_activity(self, consumer_id: str, before_id: str | None, limit: int) -> list[Activity]:

@@ -7,7 +7,7 @@ No floats anywhere. ``Decimal`` appears only in :meth:`Money.parse` and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 # alpha code -> (numeric code, exponent). The currencies a shop pilot meets; add as needed.
 CURRENCIES: dict[str, tuple[str, int]] = {
@@ -126,9 +126,7 @@ class Money:
             raise MoneyError("INVALID_AMOUNT", f"not an amount: {text!r}")
         scaled = value.scaleb(exp)
         if scaled != scaled.to_integral_value():
-            raise MoneyError(
-                "INVALID_AMOUNT", f"{currency} has {exp} decimal places, got {text!r}"
-            )
+            raise MoneyError("INVALID_AMOUNT", f"{currency} has {exp} decimal places, got {text!r}")
         return cls(int(scaled), currency)
 
     @property

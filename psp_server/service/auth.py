@@ -84,7 +84,8 @@ def verify_access_token(secret: bytes, token: str, now: datetime) -> ConsumerPri
             token,
             secret,
             algorithms=["HS256"],
-            options={"require": ["exp", "sub", "typ"], "verify_exp": False},
+            # Time is checked below against the server's clock, not PyJWT's system time.
+            options={"require": ["exp", "sub", "typ"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.PyJWTError:
         raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from None

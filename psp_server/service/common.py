@@ -77,12 +77,20 @@ def once(
         return hit[1]
     blob = encode(run())
     try:
-        with store.conn.begin_nested():
-            store.put_idempotency(idem.scope, idem.key, idem.request_hash, blob, now)
-    except IntegrityError:
-        # Another replica stored the same key first: its effect wins; ours rolls back.
+        store.put_idempotency(idem.scope, idem.key, idem.request_hash, blob, now)
+    except Exception as exc:
+        if not is_unique_violation(exc):
+            raise
+        # Another replica stored the same key first: its effect wins; ours rolls back
+        # with the job's savepoint, and the job runs again to return the stored answer.
         raise Retry() from None
     return blob
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    return type(exc).__name__ in ("IntegrityError", "UniqueViolation")
 
 
 def check_text(value: str, field: str, *, max_len: int, required: bool = False) -> str:

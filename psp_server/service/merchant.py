@@ -133,8 +133,10 @@ class MerchantServices:
             raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
         return p
 
-    def _event(self, store: SqlStore, p: Payment, type_: EventType, now: datetime) -> Event:
-        ev = store.append_event(p.merchant_id, type_.value, p, now)
+    def _event(
+        self, store: SqlStore, p: Payment, type_: EventType, now: datetime, data: str = ""
+    ) -> Event:
+        ev = store.append_event(p.merchant_id, type_.value, p, now, data or None)
         publish_after_commit(store, self.d.bus, ev)
         return ev
 
@@ -209,8 +211,8 @@ class MerchantServices:
                     qr_token=token,
                     qr_payload=payload,
                 )
-                store.insert_payment(p)
-                self._event(store, p, EventType.CREATED, now)
+                data = store.insert_payment(p)
+                self._event(store, p, EventType.CREATED, now, data)
                 return p
 
             return once(store, idem, now, run, encode)
@@ -382,10 +384,11 @@ class MerchantServices:
     async def daily_summary(self, who: MerchantPrincipal, day_text: str) -> DailySummary:
         try:
             day = date.fromisoformat(day_text) if day_text else self.d.clock.now().date()
-        except ValueError:
+            start = datetime.combine(day, time(0), tzinfo=UTC)
+            end = start + timedelta(days=1)
+            refunds_since = start - timedelta(days=180)
+        except (ValueError, OverflowError):  # OverflowError: the first or last days of time
             raise ValidationError("date must be YYYY-MM-DD", reason="INVALID_DATE") from None
-        start = datetime.combine(day, time(0), tzinfo=UTC)
-        end = start + timedelta(days=1)
 
         def q(store: SqlStore) -> DailySummary:
             merchant = self.merchant(store, who.merchant_id)
@@ -401,7 +404,7 @@ class MerchantServices:
                 gross += p.amount.amount_minor
                 fees += p.fee.amount_minor if p.fee else 0
             refunds = refund_count = 0
-            for p in store.payments_with_refunds_for(merchant.id, start - timedelta(days=180)):
+            for p in store.payments_with_refunds_for(merchant.id, refunds_since):
                 for r in p.refunds:
                     if start <= r.created_at < end:
                         refunds += r.amount.amount_minor

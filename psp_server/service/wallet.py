@@ -619,7 +619,8 @@ class WalletServices:
                         fee=fee,
                     ),
                 )
-                store.post(entry, now)  # raises INSUFFICIENT_FUNDS before anything sticks
+                # Raises INSUFFICIENT_FUNDS before anything sticks.
+                balances = store.post(entry, now)
                 version = p.version
                 p.succeed(
                     now,
@@ -627,10 +628,7 @@ class WalletServices:
                     fee,
                     Fx(payer_amount, rate, fx_until) if rate else None,
                 )
-                if is_new:
-                    store.insert_payment(p)
-                else:
-                    store.update_payment(p, version)
+                data = store.insert_payment(p) if is_new else store.update_payment(p, version)
                 store.add_spent(c.id, day, payer_amount.amount_minor)
                 store.insert_activity(
                     Activity(
@@ -645,7 +643,7 @@ class WalletServices:
                         created_at=now,
                     )
                 )
-                ev = store.append_event(p.merchant_id, EventType.SUCCEEDED.value, p, now)
+                ev = store.append_event(p.merchant_id, EventType.SUCCEEDED.value, p, now, data)
                 publish_after_commit(store, self.d.bus, ev)
                 return ReceiptInfo(
                     transaction_id=entry.id,
@@ -654,7 +652,7 @@ class WalletServices:
                     amount=amount,
                     payer_amount=payer_amount,
                     fx_rate=rate,
-                    balance_after=Money(store.balance(ledger.wallet(c.id, c.currency)), c.currency),
+                    balance_after=Money(balances[ledger.wallet(c.id, c.currency)], c.currency),
                     paid_at=now,
                     order_id=p.order_id,
                 )

@@ -1,0 +1,289 @@
+"""End-to-end pay throughput: concurrent wallets paying dynamic QRs against a PSP server
+process (create QR + resolve + pay + the merchant's event received), on SQLite with
+durable commits (WAL, synchronous=FULL) or PostgreSQL.
+
+    .venv/bin/python benchmarks/pay_throughput.py [--seconds 20] [--concurrency 64]
+        [--db postgresql://postgres@127.0.0.1:5432/test] [--clients 1]
+
+Prints pay/s, p50/p99 pay latency, p99 pay-to-event latency, and the bare gRPC echo
+ceiling measured in the same run with the same client, with the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from protos.scanpay.v1 import (  # noqa: E402
+    common_pb2,
+    merchant_pb2,
+    merchant_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
+
+PASSWORD = "benchmark-password"
+
+
+def start(cmd: list[str], prefix: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return proc, line.split()[3]
+    raise RuntimeError(f"{cmd} did not start")
+
+
+def seed(data: Path, db: str, wallets: int) -> dict[str, object]:
+    from psp_server.bootstrap import build_app
+    from psp_server.config import Settings
+
+    app = build_app(Settings(data_dir=data, db_url=db, secret=b"bench-secret"))
+    m = app.admin.create_merchant(name="Bench Market", city="Berlin", country="DE", currency="EUR", mcc="5411")
+    t = app.admin.create_terminal(m.id, "Till 1")
+    emails = []
+    run = uuid.uuid4().hex[:6]
+    for i in range(wallets):
+        email = f"bench{i}-{run}@example.com"
+        c = app.admin.create_consumer(email=email, password=PASSWORD, currency="EUR", kyc_tier=3)
+        app.admin.top_up(c.id, 900_000_00, "EUR")
+        emails.append(email)
+    app.close()
+    return {"api_key": t.api_key, "emails": emails}
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def run_pay_load(address: str, api_key: str, emails: list[str], seconds: float, concurrency: int) -> dict[str, object]:
+    md_m = (("authorization", f"Bearer {api_key}"),)
+    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in channels]
+    wstub = [wallet_pb2_grpc.WalletServiceStub(c) for c in channels]
+    tokens = []
+    for e in emails:
+        s = await wstub[0].Login(wallet_pb2.LoginRequest(email=e, password=PASSWORD))
+        tokens.append(s.access_token)
+
+    sent_at: dict[str, float] = {}
+    event_lat: list[float] = []
+    seen: set[str] = set()
+    stream_ready = asyncio.Event()
+
+    async def watch() -> None:
+        call = mstub[0].WatchPayments(merchant_pb2.WatchPaymentsRequest(after_cursor=""), metadata=md_m)
+        stream_ready.set()
+        async for ev in call:
+            if ev.type == merchant_pb2.PAYMENT_EVENT_TYPE_SUCCEEDED:
+                t0 = sent_at.pop(ev.payment.id, None)
+                seen.add(ev.payment.id)
+                if t0 is not None:
+                    event_lat.append(time.perf_counter() - t0)
+
+    watcher = asyncio.create_task(watch())
+    await stream_ready.wait()
+    pay_lat: list[float] = []
+    cycle_lat: list[float] = []
+    errors: dict[str, int] = {}
+    done = 0
+    stop_at = time.perf_counter() + seconds
+    paid_ids: list[str] = []
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        md_w = (("authorization", f"Bearer {tokens[i % len(tokens)]}"),)
+        ms, ws = mstub[i % 4], wstub[i % 4]
+        n = 0
+        while time.perf_counter() < stop_at:
+            n += 1
+            t0 = time.perf_counter()
+            try:
+                p = await ms.CreatePayment(
+                    merchant_pb2.CreatePaymentRequest(
+                        order_id=f"B{i}-{n}",
+                        amount=common_pb2.Money(amount_minor=100 + n % 900, currency="EUR"),
+                        idempotency_key=uuid.uuid4().hex,
+                    ),
+                    metadata=md_m,
+                )
+                q = await ws.ResolveQr(wallet_pb2.ResolveQrRequest(payload=p.qr_payload), metadata=md_w)
+                t1 = time.perf_counter()
+                sent_at[p.id] = t1
+                await ws.Pay(wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key=uuid.uuid4().hex), metadata=md_w)
+                t2 = time.perf_counter()
+            except grpc.aio.AioRpcError as exc:
+                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+                continue
+            pay_lat.append(t2 - t1)
+            cycle_lat.append(t2 - t0)
+            paid_ids.append(p.id)
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    # Wait (bounded) for the last events.
+    deadline = time.perf_counter() + 10
+    while len(seen) < len(paid_ids) and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    watcher.cancel()
+    for c in channels:
+        await c.close()
+    missing = len(set(paid_ids) - seen)
+    return {
+        "payments": done,
+        "elapsed_s": round(elapsed, 2),
+        "pay_per_s": round(done / elapsed, 1),
+        "pay_p50_ms": round(pct(pay_lat, 50) * 1000, 2),
+        "pay_p99_ms": round(pct(pay_lat, 99) * 1000, 2),
+        "cycle_p50_ms": round(pct(cycle_lat, 50) * 1000, 2),
+        "cycle_p99_ms": round(pct(cycle_lat, 99) * 1000, 2),
+        "event_p50_ms": round(pct(event_lat, 50) * 1000, 2),
+        "event_p99_ms": round(pct(event_lat, 99) * 1000, 2),
+        "events_missing": missing,
+        "errors": errors,
+    }
+
+
+async def run_echo_load(address: str, seconds: float, concurrency: int) -> dict[str, object]:
+    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    calls = [c.unary_unary("/bench.Echo/Echo") for c in channels]
+    done = 0
+    stop_at = time.perf_counter() + seconds
+    payload = b"x" * 200
+
+    async def worker(i: int) -> None:
+        nonlocal done
+        call = calls[i % 4]
+        while time.perf_counter() < stop_at:
+            await call(payload)
+            done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    for c in channels:
+        await c.close()
+    return {"calls": done, "calls_per_s": round(done / elapsed, 1)}
+
+
+def _client_proc(kind: str, args: tuple, out: "mp.Queue[dict[str, object]]") -> None:
+    if kind == "pay":
+        out.put(asyncio.run(run_pay_load(*args)))
+    else:
+        out.put(asyncio.run(run_echo_load(*args)))
+
+
+def in_processes(kind: str, clients: int, argsets: list[tuple]) -> list[dict[str, object]]:
+    ctx = mp.get_context("spawn")
+    q: mp.Queue[dict[str, object]] = ctx.Queue()
+    procs = [ctx.Process(target=_client_proc, args=(kind, a, q)) for a in argsets[:clients]]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--concurrency", type=int, default=64, help="concurrent payers per client process")
+    ap.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    ap.add_argument("--wallets", type=int, default=64)
+    ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        db = args.db or f"sqlite:///{data / 'psp.db'}"
+        if db.startswith("postgresql"):
+            # A fresh database per run.
+            import psycopg
+
+            name = f"scanpay_bench_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
+                c.execute(f'CREATE DATABASE "{name}"')
+            db = db.rsplit("/", 1)[0] + "/" + name
+        seeded = seed(data, db, args.wallets * args.clients)
+        env = dict(os.environ, SCANPAY_SECRET="bench-secret")
+        server, address = start(
+            [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0", "--data", str(data), "--db", db],
+            "psp listening on",
+            env,
+        )
+        try:
+            emails = list(seeded["emails"])  # type: ignore[call-overload]
+            per = len(emails) // args.clients
+            argsets = [
+                (address, seeded["api_key"], emails[i * per : (i + 1) * per], args.seconds, args.concurrency)
+                for i in range(args.clients)
+            ]
+            if args.clients == 1:
+                results = [asyncio.run(run_pay_load(*argsets[0]))]
+            else:
+                results = in_processes("pay", args.clients, argsets)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        echo, echo_addr = start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on")
+        try:
+            eargs = [(echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)]
+            echo_res = (
+                [asyncio.run(run_echo_load(*eargs[0]))]
+                if args.clients == 1
+                else in_processes("echo", args.clients, eargs)
+            )
+        finally:
+            echo.terminate()
+            echo.wait(timeout=30)
+
+    pays = sum(int(r["payments"]) for r in results)  # type: ignore[call-overload]
+    elapsed = max(float(r["elapsed_s"]) for r in results)  # type: ignore[arg-type]
+    echo_rate = sum(float(r["calls_per_s"]) for r in echo_res)  # type: ignore[arg-type]
+    summary = {
+        "backend": "postgresql" if db.startswith("postgresql") else "sqlite (WAL, synchronous=FULL)",
+        "cores": os.cpu_count(),
+        "clients": args.clients,
+        "concurrency": args.concurrency,
+        "pay_per_s": round(pays / elapsed, 1),
+        "rpcs_per_pay": 3,
+        "pay_p50_ms": max(r["pay_p50_ms"] for r in results),  # type: ignore[type-var]
+        "pay_p99_ms": max(r["pay_p99_ms"] for r in results),  # type: ignore[type-var]
+        "pay_to_event_p99_ms": max(r["event_p99_ms"] for r in results),  # type: ignore[type-var]
+        "events_missing": sum(int(r["events_missing"]) for r in results),  # type: ignore[call-overload]
+        "errors": [r["errors"] for r in results],
+        "echo_calls_per_s": round(echo_rate, 1),
+        "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for k, v in summary.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
