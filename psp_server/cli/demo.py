@@ -227,7 +227,8 @@ def play_sale(address: str, shop: DemoShop, out: Any = sys.stdout) -> bool:
         step(
             "wallet read the QR",
             q.payable and q.merchant.name == info.name,
-            f"verified merchant {q.merchant.name!r}, {q.amount.amount_minor / 100:.2f} {q.amount.currency}"
+            f"verified merchant {q.merchant.name!r}, "
+            f"{q.amount.amount_minor / 100:.2f} {q.amount.currency}"
             + (f", warnings {[w.code for w in q.warnings]}" if q.warnings else ""),
         )
         t1 = time.perf_counter()

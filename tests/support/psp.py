@@ -27,6 +27,7 @@ from protos.scanpay.v1 import (
     wallet_pb2_grpc,
 )
 from psp_server.config import Settings
+from psp_server.service.clock import OffsetClock
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,8 @@ class LivePsp:
         self.address = ""
         self.port = 0
         self.app: Any = None
+        # Shared by every restart; tests move time with ``psp.clock.advance(...)``.
+        self.clock = OffsetClock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: Any = None
@@ -63,7 +66,7 @@ class LivePsp:
         settings.db_url = self.db_url
         settings.secret = self._secret
         settings.sweep_interval = 0.2
-        self.app = build_app(settings)
+        self.app = build_app(settings, clock=self.clock)
         ready: Future[int] = Future()
         loop = asyncio.new_event_loop()
         self._loop = loop
