@@ -785,6 +785,9 @@ class CardNetworkClient:
             except TimeoutError:
                 self.breaker.record_failure()
                 verdict = True
+                link.pending.pop(key, None)
+                if not link.pending:  # idle now: drop it, in case the peer is stuck
+                    await link.close()
                 raise _AnswerLost("timed out") from None
             except (_LinkDown, ConnectionError, OSError) as exc:
                 self.breaker.record_failure()

@@ -88,16 +88,22 @@ class PanVault:
         An existing file readable by group or others is refused, as ssh refuses such keys.
         """
         p = Path(path)
-        try:
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
+        if not p.exists():
+            # Write a complete key under a temporary name, then link it into place: the key
+            # file appears whole or not at all, and a concurrent creator's key wins.
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, os.urandom(KEY_BYTES))
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            try:
+                os.link(tmp, p)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         mode = p.stat().st_mode
         if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise PanVaultError(

@@ -131,6 +131,7 @@ class SqlStore:
         self._db_key = str(conn.engine.url)
         self.is_postgres = conn.dialect.name == "postgresql"
         self._cur: Any = None
+        self._new_accounts: dict[tuple[str, str, str, str], str] = {}
 
     # -- raw execution for the hot path ---------------------------------------------------
 
@@ -347,19 +348,19 @@ class SqlStore:
 
     def account_id(self, ref: AccountRef, now: datetime) -> str:
         key = (self._db_key, ref.type.value, ref.owner, ref.currency)
-        cached = _ACCOUNT_IDS.get(key)
+        cached = _ACCOUNT_IDS.get(key) or self._new_accounts.get(key)
         if cached is not None:
             return cached
         c = t.accounts.c
         cond = and_(c.type == ref.type.value, c.owner_id == ref.owner, c.currency == ref.currency)
         row = self.conn.execute(select(c.id).where(cond)).one_or_none()
         if row is None:
-            new = ids.new_id("acc")
+            acc_id = ids.new_id("acc")
             try:
                 with self.conn.begin_nested():
                     self.conn.execute(
                         insert(t.accounts).values(
-                            id=new,
+                            id=acc_id,
                             type=ref.type.value,
                             owner_id=ref.owner,
                             currency=ref.currency,
@@ -367,14 +368,15 @@ class SqlStore:
                             created_at=now,
                         )
                     )
-                acc_id = new
             except IntegrityError:
                 acc_id = self.conn.execute(select(c.id).where(cond)).scalar_one()
-            # Only cache after commit: a rolled-back insert must not leave a stale id.
-            self.after_commit(lambda: _ACCOUNT_IDS.__setitem__(key, acc_id))
-            return acc_id
-        _ACCOUNT_IDS[key] = row.id
-        return str(row.id)
+        else:
+            acc_id = str(row.id)
+        # Remember it for the process only once committed: a row made (or first seen)
+        # inside a transaction that then rolls back must not be remembered.
+        self._new_accounts[key] = acc_id
+        self.after_commit(lambda: _ACCOUNT_IDS.__setitem__(key, acc_id))
+        return acc_id
 
     def balance(self, ref: AccountRef) -> int:
         row = self._x(

@@ -2,6 +2,7 @@
 
 scanpay cardnet serve --listen 127.0.0.1:8583 --data ./cardnet-data
 scanpay cardnet holds --data ./cardnet-data      # live authorization holds, JSON
+scanpay cardnet chargebacks --data ./cardnet-data
 scanpay cardnet cards                            # the test cards, JSON
 """
 
@@ -40,6 +41,11 @@ def register(sub: Any) -> None:
     holds = cmds.add_parser("holds", help="print the live authorization holds as JSON")
     holds.add_argument("--data", default=DEFAULT_DATA)
     holds.set_defaults(func=_holds)
+
+    chargebacks = cmds.add_parser("chargebacks", help="print the chargebacks raised, JSON")
+    chargebacks.add_argument("--data", default=DEFAULT_DATA)
+    chargebacks.add_argument("--merchant", help="only this merchant's")
+    chargebacks.set_defaults(func=_chargebacks)
 
     cards = cmds.add_parser("cards", help="print the test cards as JSON")
     cards.set_defaults(func=_cards)
@@ -104,6 +110,24 @@ def _holds(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(json.dumps(holds, indent=2))
+    return 0
+
+
+def _chargebacks(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from psp_server.cardnet.store import Store
+
+    try:
+        store = Store(args.data, readonly=True)
+    except Exception as exc:
+        print(f"cardnet: cannot open {args.data}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        rows = [asdict(r) for r in store.chargebacks(args.merchant)]
+    finally:
+        store.close()
+    print(json.dumps(rows, indent=2))
     return 0
 
 

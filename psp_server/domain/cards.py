@@ -35,6 +35,7 @@ CARD_UNSUPPORTED = "CARD_UNSUPPORTED"
 
 PAN_MIN_LENGTH = 12
 PAN_MAX_LENGTH = 19
+MAX_SWIPE_CHARS = 1024  # three full tracks with separators are under 250
 
 
 class CardError(ValueError):
@@ -352,6 +353,8 @@ def read_swipe(data: str) -> Swipe:
     Only *reading* is checked here (structure, LRC when present, tracks agreeing); see
     :func:`validate_swipe` for Luhn, brand, service code and expiry.
     """
+    if len(data) > MAX_SWIPE_CHARS:
+        raise CardError(CARD_READ_ERROR, "too much input for a card swipe; swipe again")
     m = _SWIPE_RE.fullmatch(data)
     if m is None or (m["t1"] is None and m["t2"] is None):
         raise CardError(CARD_READ_ERROR, "no card data read; swipe again")
