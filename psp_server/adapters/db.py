@@ -150,8 +150,8 @@ class GroupCommitWriter:
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
             outcomes = self._attempt(batch)
-        except DBAPIError as exc:
-            if len(batch) == 1:
+        except Exception as exc:
+            if len(batch) == 1 or not (isinstance(exc, DBAPIError) or _fatal(exc)):
                 self._fail(batch, exc)
                 return
             # A commit-level failure (deadlock, serialization, disk): the whole batch
@@ -160,12 +160,12 @@ class GroupCommitWriter:
             for job in batch:
                 try:
                     self._deliver(self._attempt([job]))
-                except DBAPIError as exc2:
+                except Exception as exc2:
                     self._fail([job], exc2)
             return
         except BaseException as exc:  # pragma: no cover - defensive
             self._fail(batch, exc)
-            return
+            raise
         self._deliver(outcomes)
 
     def _attempt(
@@ -185,25 +185,31 @@ class GroupCommitWriter:
                 time.sleep(0.05 * (attempt + 1))
         else:
             trans = conn.begin()
+        # Savepoints straight on the DBAPI cursor: the same SQL SQLAlchemy would send,
+        # without its bookkeeping on every job.
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             for job in batch:
                 hooks: Hooks = []
-                sp = conn.begin_nested()
+                cur.execute("SAVEPOINT job")
                 try:
                     result = job.fn(conn, hooks)
                 except Exception as exc:
-                    sp.rollback()
-                    if isinstance(exc, DBAPIError) and not _recoverable(exc):
+                    if _fatal(exc):
                         raise
+                    cur.execute("ROLLBACK TO SAVEPOINT job")
+                    cur.execute("RELEASE SAVEPOINT job")
                     outcomes.append((job, None, [], exc))
                 else:
-                    sp.commit()
+                    cur.execute("RELEASE SAVEPOINT job")
                     outcomes.append((job, result, hooks, None))
             trans.commit()
         except BaseException:
             if trans.is_active:
                 trans.rollback()
             raise
+        finally:
+            cur.close()
         self.batches += 1
         self.jobs += len(batch)
         return outcomes
@@ -228,7 +234,9 @@ class GroupCommitWriter:
                 job.future.set_exception(exc)
 
 
-def _recoverable(exc: DBAPIError) -> bool:
-    """An error inside a savepoint that leaves the transaction usable (a constraint
-    violation), as opposed to a broken connection."""
-    return not isinstance(exc, OperationalError)
+def _fatal(exc: BaseException) -> bool:
+    """A broken connection or database (as opposed to an error a savepoint undoes, like a
+    constraint violation or a domain error): the whole batch must go."""
+    if isinstance(exc, DBAPIError):
+        return isinstance(exc, OperationalError)
+    return type(exc).__name__ in ("OperationalError", "InterfaceError", "InternalError")

@@ -96,6 +96,12 @@ def verify_access_token(secret: bytes, token: str, now: datetime) -> ConsumerPri
     return ConsumerPrincipal(claims["sub"])
 
 
+def token_expiry(token: str) -> float:
+    """The ``exp`` of an already verified token (no signature check)."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return float(claims["exp"])
+
+
 def new_refresh_token() -> tuple[str, str]:
     token = "rt_" + secrets.token_urlsafe(32)
     return token, sha256_hex(token)

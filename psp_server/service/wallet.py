@@ -37,7 +37,13 @@ from psp_server.service import auth, quotes
 from psp_server.service.common import Deps, Idem, check_text, money, once, publish_after_commit
 from psp_server.service.merchant import MerchantServices
 
-_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{2,63}$")
+# No whitespace and no control characters (PostgreSQL text cannot even hold NUL).
+_EMAIL_RE = re.compile(
+    r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,190}\.[^@\s\x00-\x1f\x7f]{2,63}"
+)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# What a ScanPay QR token looks like (upper-case base32); anything else is unknown to us.
+_TOKEN_RE = re.compile(r"[A-Z2-7]{1,64}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 128
 MAX_PAYLOAD = 512
@@ -111,7 +117,7 @@ class ReceiptInfo:
 
 def normalize_email(email: str) -> str:
     e = email.strip().lower()
-    if not _EMAIL_RE.match(e) or len(e) > 254:
+    if not _EMAIL_RE.fullmatch(e) or len(e) > 254:
         raise ValidationError("that is not an e-mail address", reason="INVALID_EMAIL")
     return e
 
@@ -130,6 +136,7 @@ class WalletServices:
     def __init__(self, deps: Deps, merchants: MerchantServices) -> None:
         self.d = deps
         self.m = merchants
+        self._verified: dict[str, tuple[float, auth.ConsumerPrincipal]] = {}
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -181,7 +188,7 @@ class WalletServices:
 
     async def login(self, email: str, password: str) -> SessionTokens:
         e = email.strip().lower()
-        if len(e) > 254 or len(password) > MAX_PASSWORD:
+        if len(e) > 254 or len(password) > MAX_PASSWORD or _CONTROL_RE.search(e):
             raise Unauthenticated("wrong e-mail or password", reason="INVALID_CREDENTIALS")
         consumer = await self.d.db.read(lambda s: s.get_consumer_by_email(e))
         now = self.d.clock.now()
@@ -240,7 +247,18 @@ class WalletServices:
         return await self.d.db.write(job)
 
     def authenticate(self, token: str) -> auth.ConsumerPrincipal:
-        return auth.verify_access_token(self.d.settings.secret, token, self.d.clock.now())
+        """Verify an access token; a verified token is remembered until it expires, so a
+        wallet's burst of calls pays for one signature check."""
+        now = self.d.clock.now()
+        hit = self._verified.get(token)
+        if hit is not None and now.timestamp() < hit[0]:
+            return hit[1]
+        who = auth.verify_access_token(self.d.settings.secret, token, now)
+        if len(self._verified) >= 50_000:
+            self._verified.clear()
+        exp = now + self.d.settings.access_ttl
+        self._verified[token] = (min(exp.timestamp(), auth.token_expiry(token)), who)
+        return who
 
     # -- balance -----------------------------------------------------------------------
 
@@ -388,6 +406,8 @@ class WalletServices:
                 ],
             )
         token = parsed.scanpay_token or ""
+        if not _TOKEN_RE.fullmatch(token):
+            raise NotFound("this QR code is not known to ScanPay", reason="QR_UNKNOWN")
 
         def q(store: SqlStore) -> QuoteInfo:
             now = self.d.clock.now()
@@ -509,12 +529,13 @@ class WalletServices:
         encode: Callable[[ReceiptInfo], bytes],
     ) -> bytes:
         check_text(cmd.reference, "reference", max_len=MAX_ORDER_ID)
-        now0 = self.d.clock.now()
         qd: quotes.QuoteData | None = None
         token = ""
         typed: Money | None = None
         if cmd.quote_id:
-            qd = quotes.verify(self.d.settings.secret, cmd.quote_id, who.consumer_id, now0)
+            # Genuine and this consumer's; its age is checked only when the payment
+            # runs, not for a replay (which returns the receipt stored back then).
+            qd = quotes.open_quote(self.d.settings.secret, cmd.quote_id, who.consumer_id)
         elif cmd.payload:
             if len(cmd.payload) > MAX_PAYLOAD:
                 raise ValidationError("QR payload too long", reason="QR_TOO_LONG")
@@ -532,6 +553,8 @@ class WalletServices:
                     "resolve a dynamic QR first and pay its quote_id", reason="QUOTE_REQUIRED"
                 )
             token = parsed.scanpay_token or ""
+            if not _TOKEN_RE.fullmatch(token):
+                raise NotFound("this QR code is not known to ScanPay", reason="QR_UNKNOWN")
             if not cmd.amount_minor and not cmd.currency:
                 raise ValidationError(
                     "enter the amount for this shop's QR code", reason="AMOUNT_REQUIRED"
@@ -544,6 +567,8 @@ class WalletServices:
             now = self.d.clock.now()
 
             def run() -> ReceiptInfo:
+                if qd is not None:
+                    quotes.check_fresh(qd, now)
                 c = self._consumer(store, who)
                 if qd is not None and qd.payment_id:
                     p = store.get_payment(qd.payment_id, for_update=True)

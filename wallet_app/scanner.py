@@ -1,0 +1,529 @@
+"""Find and read payment QR codes in camera frames, photos and videos.
+
+The decoder chain tries the cheapest, most capable reader first and falls back from there:
+
+1. **zxing-cpp** (``zxingcpp``), restricted to QR codes: on the raw grayscale frame, then on a
+   2x upscale, then on sharpened, smoothed, contrast-equalised (CLAHE) and adaptively
+   thresholded variants;
+2. **pyzbar** (zbar, Debian ``libzbar0``, called through pyzbar's ``ctypes`` wrapper so that it
+   can return raw UTF-8 bytes and also try light-on-dark codes): raw, CLAHE, adaptive threshold
+   and sharpened 2x;
+3. **OpenCV** ``QRCodeDetector``: raw, CLAHE, inverted CLAHE, adaptive threshold, 2x upscale.
+
+The chain stops at the first stage that reads anything. zxing and pyzbar are optional: when a
+module cannot be imported (or libzbar is missing) its stages are skipped, and
+``available_decoders()`` lists what is present. ``decode_frame(..., fast=True)`` runs only the
+cheap stages of the best available decoder, for live camera loops.
+
+Payloads come back de-duplicated, in reading order (top to bottom, left to right), as text
+decoded from UTF-8 (bytes that are not UTF-8 are read as ISO 8859-1, the QR default; zxing
+applies the code's ECI designator when it has one).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, NamedTuple, cast
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "DECODERS",
+    "ScanResult",
+    "UnreadableFileError",
+    "available_decoders",
+    "chain_stages",
+    "decode_frame",
+    "decode_image_bytes",
+    "decode_image_file",
+    "decode_video_file",
+    "iter_camera",
+    "reload_decoders",
+]
+
+#: The decoders in chain order.
+DECODERS = ("zxing", "pyzbar", "opencv")
+
+#: Restrict the chain to these decoders (comma-separated), e.g. for a comparison run.
+DECODERS_ENV = "SCANPAY_QR_DECODERS"
+
+VIDEO_SUFFIXES = frozenset(
+    {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".y4m", ".mjpeg"}
+)
+
+# Preprocessing works on at most this many pixels on the long side; bigger photos are
+# scaled down for everything but the first zxing pass (which downscales on its own).
+_WORK_MAX_SIDE = 1600
+_UPSCALE_MAX_SIDE = 1000  # upscale 2x only frames up to this size
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What one scan found: the payloads, the decoder that read them, and how long it took."""
+
+    payloads: list[str]
+    decoder: str | None  # "zxing", "pyzbar", "opencv", or None when nothing was read
+    ms: float
+    stage: str | None = None  # the chain stage that succeeded, e.g. "zxing:sharpen-up2"
+    frames: int = field(default=1, compare=False)  # frames examined (videos, cameras)
+
+
+class UnreadableFileError(ValueError):
+    """The file does not exist, cannot be read, or is not an image or video OpenCV can open."""
+
+
+# --- decoder back ends ------------------------------------------------------------------------
+
+
+def _load_zxing() -> ModuleType:
+    import zxingcpp
+
+    return zxingcpp
+
+
+def _load_pyzbar() -> ModuleType:
+    from pyzbar import wrapper  # loads libzbar: ImportError when the library is missing
+
+    return cast(ModuleType, wrapper)
+
+
+def _load_opencv() -> ModuleType | None:
+    return cv2 if hasattr(cv2, "QRCodeDetector") else None
+
+
+_LOADERS: dict[str, Callable[[], ModuleType | None]] = {
+    "zxing": _load_zxing,
+    "pyzbar": _load_pyzbar,
+    "opencv": _load_opencv,
+}
+
+
+@functools.cache
+def _backend(name: str) -> ModuleType | None:
+    """The decoder's module, or None when it is missing or switched off (SCANPAY_QR_DECODERS)."""
+    wanted = os.environ.get(DECODERS_ENV, "").strip()
+    if wanted and name not in {w.strip() for w in wanted.split(",")}:
+        return None
+    try:
+        return _LOADERS[name]()
+    except (ImportError, OSError):  # the module, or the shared library under it, is missing
+        return None
+
+
+def reload_decoders() -> list[str]:
+    """Look for the decoders again (after installing one, or changing SCANPAY_QR_DECODERS)."""
+    _backend.cache_clear()
+    _zxing_formats.cache_clear()
+    return available_decoders()
+
+
+def available_decoders() -> list[str]:
+    """The decoders this process can use, in chain order (a subset of ``DECODERS``)."""
+    return [name for name in DECODERS if _backend(name) is not None]
+
+
+@functools.cache
+def _zxing_formats() -> Any:
+    zx = _backend("zxing")
+    assert zx is not None
+    fmt = zx.BarcodeFormat
+    if hasattr(fmt, "QRCodeModel2"):  # zxing-cpp 3: "QRCode" also means Micro QR and rMQR
+        return [fmt.QRCodeModel2, fmt.QRCodeModel1]
+    return fmt.QRCode
+
+
+# A found code: its text and where it is (centre x, centre y, height) for reading order.
+_Found = tuple[str, float, float, float]
+
+
+def _text(data: bytes, fallback: str | None = None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return fallback if fallback is not None else data.decode("latin-1")
+
+
+def _read_zxing(img: np.ndarray, either_polarity: bool = True) -> list[_Found]:
+    zx = _backend("zxing")
+    assert zx is not None
+    found: list[_Found] = []
+    for code in zx.read_barcodes(img, formats=_zxing_formats(), try_invert=either_polarity):
+        p = code.position
+        xs = [p.top_left.x, p.top_right.x, p.bottom_right.x, p.bottom_left.x]
+        ys = [p.top_left.y, p.top_right.y, p.bottom_right.y, p.bottom_left.y]
+        found.append((_text(code.bytes, code.text), sum(xs) / 4, sum(ys) / 4, max(ys) - min(ys)))
+    return found
+
+
+# zbar settings pyzbar does not name: return QR payload bytes as they are (zbar would
+# otherwise guess a character set and mangle UTF-8 into Big5 or Shift-JIS), and look for
+# light-on-dark codes when a frame yields nothing.
+_ZBAR_CFG_ENABLE = 0
+_ZBAR_CFG_BINARY = 4
+_ZBAR_CFG_TEST_INVERTED = 0x81
+_ZBAR_QRCODE = 64
+_ZBAR_GRAY = int.from_bytes(b"Y800", "little")
+
+
+def _read_pyzbar(img: np.ndarray, either_polarity: bool = True) -> list[_Found]:
+    zb = _backend("pyzbar")
+    assert zb is not None
+    h, w = img.shape
+    pixels = np.ascontiguousarray(img).tobytes()
+    found: list[_Found] = []
+    scanner = zb.zbar_image_scanner_create()
+    try:
+        zb.zbar_image_scanner_set_config(scanner, 0, _ZBAR_CFG_ENABLE, 0)
+        zb.zbar_image_scanner_set_config(scanner, _ZBAR_QRCODE, _ZBAR_CFG_ENABLE, 1)
+        zb.zbar_image_scanner_set_config(scanner, _ZBAR_QRCODE, _ZBAR_CFG_BINARY, 1)
+        zb.zbar_image_scanner_set_config(scanner, 0, _ZBAR_CFG_TEST_INVERTED, int(either_polarity))
+        image = zb.zbar_image_create()
+        try:
+            zb.zbar_image_set_format(image, _ZBAR_GRAY)
+            zb.zbar_image_set_size(image, w, h)
+            zb.zbar_image_set_data(image, ctypes.c_char_p(pixels), len(pixels), None)
+            if zb.zbar_scan_image(scanner, image) <= 0:
+                return []
+            symbol = zb.zbar_image_first_symbol(image)
+            while symbol:
+                n = zb.zbar_symbol_get_data_length(symbol)
+                data = ctypes.string_at(zb.zbar_symbol_get_data(symbol), n)
+                points = zb.zbar_symbol_get_loc_size(symbol)
+                xs = [zb.zbar_symbol_get_loc_x(symbol, i) for i in range(points)] or [0]
+                ys = [zb.zbar_symbol_get_loc_y(symbol, i) for i in range(points)] or [0]
+                cx, cy = sum(xs) / len(xs), sum(ys) / len(ys)
+                found.append((_text(data), cx, cy, max(ys) - min(ys)))
+                symbol = zb.zbar_symbol_next(symbol)
+        finally:
+            zb.zbar_image_destroy(image)
+    finally:
+        zb.zbar_image_scanner_destroy(scanner)
+    return found
+
+
+_local = threading.local()
+
+
+def _read_opencv(img: np.ndarray, either_polarity: bool = True) -> list[_Found]:
+    detector = getattr(_local, "qr_detector", None)
+    if detector is None:  # OpenCV detectors are not thread-safe: one per thread
+        detector = _local.qr_detector = cv2.QRCodeDetector()
+    try:
+        ok, texts, points, _ = detector.detectAndDecodeMulti(img)
+    except cv2.error:
+        return []
+    if not ok or points is None:
+        return []
+    found: list[_Found] = []
+    for text, quad in zip(texts, points, strict=False):
+        if text:
+            xs, ys = quad[:, 0], quad[:, 1]
+            found.append((text, float(xs.mean()), float(ys.mean()), float(ys.max() - ys.min())))
+    return found
+
+
+_READERS: dict[str, Callable[[np.ndarray, bool], list[_Found]]] = {
+    "zxing": _read_zxing,
+    "pyzbar": _read_pyzbar,
+    "opencv": _read_opencv,
+}
+
+
+# --- preprocessing ----------------------------------------------------------------------------
+
+
+def _unsharp(img: np.ndarray, sigma: float, amount: float) -> np.ndarray:
+    return cv2.addWeighted(img, 1 + amount, cv2.GaussianBlur(img, (0, 0), sigma), -amount, 0)
+
+
+def _up2(img: np.ndarray, interpolation: int = cv2.INTER_CUBIC) -> np.ndarray:
+    return cv2.resize(img, None, fx=2, fy=2, interpolation=interpolation)
+
+
+def _clahe(img: np.ndarray) -> np.ndarray:
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img)
+
+
+def _adaptive(img: np.ndarray, block: int, offset: int) -> np.ndarray:
+    return cv2.adaptiveThreshold(
+        img, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, offset
+    )
+
+
+class _Variants:
+    """Preprocessed versions of one frame, each computed once, on first use."""
+
+    def __init__(self, gray: np.ndarray) -> None:
+        self.gray = gray
+        h, w = gray.shape
+        if max(h, w) > _WORK_MAX_SIDE:
+            f = _WORK_MAX_SIDE / max(h, w)
+            self.work = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        else:
+            self.work = gray
+        self.small = max(self.work.shape) <= _UPSCALE_MAX_SIDE
+        self._cache: dict[str, np.ndarray | None] = {}
+
+    def get(self, name: str) -> np.ndarray | None:
+        if name not in self._cache:
+            self._cache[name] = _PREPROCESS[name](self)
+        return self._cache[name]
+
+
+def _needs_small(fn: Callable[[_Variants], np.ndarray]) -> Callable[[_Variants], np.ndarray | None]:
+    return lambda v: fn(v) if v.small else None
+
+
+_PREPROCESS: dict[str, Callable[[_Variants], np.ndarray | None]] = {
+    "raw": lambda v: v.gray,
+    "work": lambda v: v.work,
+    "clahe": lambda v: _clahe(v.work),
+    "clahe-invert": lambda v: cv2.bitwise_not(_clahe(v.work)),
+    "sharpen": lambda v: _unsharp(v.work, 1.0, 1.0),
+    "adaptive": lambda v: _adaptive(v.work, 31, 2),
+    "up2": _needs_small(lambda v: _up2(v.work, cv2.INTER_LINEAR)),
+    "up2-cubic": _needs_small(lambda v: _up2(v.work)),
+    "sharpen-up2": _needs_small(lambda v: _unsharp(_up2(v.work), 3.0, 1.5)),
+    "smooth-up2": _needs_small(lambda v: cv2.GaussianBlur(_up2(v.work), (0, 0), 1.5)),
+    "clahe-up2": _needs_small(lambda v: _up2(_clahe(v.work))),
+    "adaptive-up2": _needs_small(lambda v: _adaptive(_up2(v.work), 51, 0)),
+}
+
+
+class _Stage(NamedTuple):
+    decoder: str
+    prep: str
+    cheap: bool  # also run in fast mode
+    either_polarity: bool = True  # zbar: also try the inverted image (doubles a miss's cost)
+
+
+_CHAIN: tuple[_Stage, ...] = (
+    _Stage("zxing", "raw", True),  # zxing tries inverted codes itself
+    _Stage("zxing", "up2", True),
+    _Stage("zxing", "sharpen-up2", False),
+    _Stage("zxing", "smooth-up2", False),
+    _Stage("zxing", "clahe-up2", False),
+    _Stage("zxing", "adaptive-up2", False),
+    _Stage("zxing", "sharpen", False),
+    _Stage("pyzbar", "work", True),
+    _Stage("pyzbar", "clahe", False),
+    _Stage("pyzbar", "adaptive", False),
+    _Stage("pyzbar", "sharpen-up2", False, either_polarity=False),
+    _Stage("opencv", "work", True),
+    _Stage("opencv", "clahe", False),
+    _Stage("opencv", "clahe-invert", False),
+    _Stage("opencv", "adaptive", False),
+    _Stage("opencv", "up2-cubic", False),
+)
+
+
+def chain_stages(*, fast: bool = False) -> list[str]:
+    """The stages ``decode_frame`` would try here, in order (``decoder:preprocessing``)."""
+    available = available_decoders()
+    if fast:
+        available = available[:1]
+    return [f"{st.decoder}:{st.prep}" for st in _CHAIN if _runs(st, available, fast)]
+
+
+def _runs(stage: _Stage, available: list[str], fast: bool) -> bool:
+    return stage.decoder in available and (stage.cheap or not fast)
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+
+def _to_gray(frame: np.ndarray) -> np.ndarray:
+    img = np.asarray(frame)
+    if img.dtype != np.uint8:
+        if img.dtype == np.uint16:
+            img = np.right_shift(img, 8).astype(np.uint8)
+        elif img.dtype.kind == "f":
+            scale = 255.0 if float(np.nanmax(img, initial=0.0)) <= 1.0 else 1.0
+            img = np.clip(np.nan_to_num(img) * scale, 0, 255).astype(np.uint8)
+        else:
+            img = np.clip(img, 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return np.ascontiguousarray(img)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+    raise ValueError(f"expected a gray, BGR or BGRA image, got shape {img.shape}")
+
+
+def _reading_order(found: list[_Found]) -> list[str]:
+    """De-duplicate, then sort into rows (top to bottom) and within a row left to right."""
+    first: dict[str, _Found] = {}
+    for item in found:
+        first.setdefault(item[0], item)
+    items = sorted(first.values(), key=lambda f: f[2])
+    rows: list[list[_Found]] = []
+    for item in items:
+        if rows and abs(item[2] - rows[-1][0][2]) < max(rows[-1][0][3], item[3]) / 2:
+            rows[-1].append(item)
+        else:
+            rows.append([item])
+    return [f[0] for row in rows for f in sorted(row, key=lambda f: f[1])]
+
+
+def _run_chain(gray: np.ndarray, *, fast: bool) -> tuple[list[str], str | None, str | None]:
+    available = available_decoders()
+    if fast:
+        available = available[:1]
+    variants = _Variants(gray)
+    for stage in _CHAIN:
+        if not _runs(stage, available, fast):
+            continue
+        img = variants.get(stage.prep)
+        if img is None:
+            continue
+        found = _READERS[stage.decoder](img, stage.either_polarity)
+        if found:
+            return _reading_order(found), stage.decoder, f"{stage.decoder}:{stage.prep}"
+    return [], None, None
+
+
+def decode_frame(frame: np.ndarray, *, fast: bool = False) -> ScanResult:
+    """Read the QR codes in one frame (gray, BGR or BGRA ``numpy`` array).
+
+    ``fast=True`` runs only the cheap stages of the best available decoder: a few
+    milliseconds per 640x480 frame, for loops over live camera frames.
+    """
+    start = time.perf_counter()
+    payloads, decoder, stage = _run_chain(_to_gray(frame), fast=fast)
+    return ScanResult(payloads, decoder, (time.perf_counter() - start) * 1000, stage)
+
+
+# --- files, bytes, videos, cameras ------------------------------------------------------------
+
+
+def _image_from_bytes(data: bytes) -> np.ndarray | None:
+    """Decode JPEG/PNG/... bytes to a gray or BGR array; transparent pixels become white."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        img = _image_from_pillow(data)
+        if img is None:
+            return None
+    if img.dtype == np.uint16:
+        img = np.right_shift(img, 8).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
+        img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return img
+
+
+def _image_from_pillow(data: bytes) -> np.ndarray | None:
+    """Formats OpenCV cannot read (GIF, some TIFFs): let Pillow try."""
+    try:
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            rgba = im.convert("RGBA")
+            arr = np.asarray(rgba)
+    except Exception:  # Pillow raises many kinds of errors for non-images
+        return None
+    return cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
+
+
+def decode_image_bytes(data: bytes) -> ScanResult:
+    """Read the QR codes in an encoded image (JPEG, PNG, WebP, BMP, TIFF, GIF ...)."""
+    start = time.perf_counter()
+    img = _image_from_bytes(data)
+    if img is None:
+        raise UnreadableFileError("not an image this scanner can read")
+    payloads, decoder, stage = _run_chain(_to_gray(img), fast=False)
+    return ScanResult(payloads, decoder, (time.perf_counter() - start) * 1000, stage)
+
+
+def _read_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UnreadableFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def decode_image_file(path: str | Path) -> ScanResult:
+    """Read the QR codes in an image file."""
+    start = time.perf_counter()
+    img = _image_from_bytes(_read_file(path))
+    if img is None:
+        raise UnreadableFileError(f"{path}: not an image this scanner can read")
+    payloads, decoder, stage = _run_chain(_to_gray(img), fast=False)
+    return ScanResult(payloads, decoder, (time.perf_counter() - start) * 1000, stage)
+
+
+def _open_capture(source: int | str) -> Any:
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        cap.release()
+        return None
+    return cap
+
+
+def decode_video_file(path: str | Path, max_frames: int = 300) -> ScanResult:
+    """Read frames of a video until one yields a QR code, examining at most ``max_frames``.
+
+    Every frame gets the fast stages; every tenth frame (starting with the first) the whole
+    chain, so a steady but hard-to-read code is still found.
+    """
+    start = time.perf_counter()
+    p = Path(path)
+    if not p.is_file():
+        raise UnreadableFileError(f"cannot read {path}: no such file")
+    cap = _open_capture(str(p))
+    if cap is None:
+        raise UnreadableFileError(f"{path}: not a video this scanner can open")
+    examined = 0
+    try:
+        while examined < max_frames:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            gray = _to_gray(frame)
+            payloads, decoder, stage = _run_chain(gray, fast=examined % 10 != 0)
+            examined += 1
+            if payloads:
+                ms = (time.perf_counter() - start) * 1000
+                return ScanResult(payloads, decoder, ms, stage, frames=examined)
+    finally:
+        cap.release()
+    if examined == 0:
+        raise UnreadableFileError(f"{path}: no frames could be read")
+    return ScanResult([], None, (time.perf_counter() - start) * 1000, None, frames=examined)
+
+
+def iter_camera(index_or_path: int | str) -> Generator[np.ndarray, None, None]:
+    """Frames from an OpenCV ``VideoCapture`` (a camera index, a device path, a file or a URL).
+
+    The capture is released when the generator is closed or exhausted. Raises
+    ``UnreadableFileError`` if the source cannot be opened.
+    """
+    cap = _open_capture(index_or_path)
+    if cap is None:
+        raise UnreadableFileError(f"cannot open camera {index_or_path!r}")
+    return _camera_frames(cap)
+
+
+def _camera_frames(cap: Any) -> Generator[np.ndarray, None, None]:
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            yield frame
+    finally:
+        cap.release()
