@@ -16,7 +16,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,8 +39,12 @@ from protos.scanpay.v1 import (  # noqa: E402
 PASSWORD = "benchmark-password"
 
 
-def start(cmd: list[str], prefix: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env)
+def start(
+    cmd: list[str], prefix: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith(prefix):
@@ -54,7 +57,9 @@ def seed(data: Path, db: str, wallets: int) -> dict[str, object]:
     from psp_server.config import Settings
 
     app = build_app(Settings(data_dir=data, db_url=db, secret=b"bench-secret"))
-    m = app.admin.create_merchant(name="Bench Market", city="Berlin", country="DE", currency="EUR", mcc="5411")
+    m = app.admin.create_merchant(
+        name="Bench Market", city="Berlin", country="DE", currency="EUR", mcc="5411"
+    )
     t = app.admin.create_terminal(m.id, "Till 1")
     emails = []
     run = uuid.uuid4().hex[:6]
@@ -71,10 +76,12 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-async def run_pay_load(address: str, api_key: str, emails: list[str], seconds: float, concurrency: int) -> dict[str, object]:
+async def run_pay_load(
+    address: str, api_key: str, emails: list[str], seconds: float, concurrency: int
+) -> dict[str, object]:
     md_m = (("authorization", f"Bearer {api_key}"),)
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in channels]
@@ -90,7 +97,9 @@ async def run_pay_load(address: str, api_key: str, emails: list[str], seconds: f
     stream_ready = asyncio.Event()
 
     async def watch() -> None:
-        call = mstub[0].WatchPayments(merchant_pb2.WatchPaymentsRequest(after_cursor=""), metadata=md_m)
+        call = mstub[0].WatchPayments(
+            merchant_pb2.WatchPaymentsRequest(after_cursor=""), metadata=md_m
+        )
         stream_ready.set()
         async for ev in call:
             if ev.type == merchant_pb2.PAYMENT_EVENT_TYPE_SUCCEEDED:
@@ -125,10 +134,15 @@ async def run_pay_load(address: str, api_key: str, emails: list[str], seconds: f
                     ),
                     metadata=md_m,
                 )
-                q = await ws.ResolveQr(wallet_pb2.ResolveQrRequest(payload=p.qr_payload), metadata=md_w)
+                q = await ws.ResolveQr(
+                    wallet_pb2.ResolveQrRequest(payload=p.qr_payload), metadata=md_w
+                )
                 t1 = time.perf_counter()
                 sent_at[p.id] = t1
-                await ws.Pay(wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key=uuid.uuid4().hex), metadata=md_w)
+                await ws.Pay(
+                    wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key=uuid.uuid4().hex),
+                    metadata=md_w,
+                )
                 t2 = time.perf_counter()
             except grpc.aio.AioRpcError as exc:
                 errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
@@ -186,7 +200,7 @@ async def run_echo_load(address: str, seconds: float, concurrency: int) -> dict[
     return {"calls": done, "calls_per_s": round(done / elapsed, 1)}
 
 
-def _client_proc(kind: str, args: tuple, out: "mp.Queue[dict[str, object]]") -> None:
+def _client_proc(kind: str, args: tuple, out: mp.Queue[dict[str, object]]) -> None:
     if kind == "pay":
         out.put(asyncio.run(run_pay_load(*args)))
     else:
@@ -206,9 +220,13 @@ def in_processes(kind: str, clients: int, argsets: list[tuple]) -> list[dict[str
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--seconds", type=float, default=20)
-    ap.add_argument("--concurrency", type=int, default=64, help="concurrent payers per client process")
+    ap.add_argument(
+        "--concurrency", type=int, default=64, help="concurrent payers per client process"
+    )
     ap.add_argument("--clients", type=int, default=1, help="load-generator processes")
     ap.add_argument("--wallets", type=int, default=64)
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
@@ -223,13 +241,27 @@ def main() -> int:
             import psycopg
 
             name = f"scanpay_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
+            with psycopg.connect(
+                db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+            ) as c:
                 c.execute(f'CREATE DATABASE "{name}"')
             db = db.rsplit("/", 1)[0] + "/" + name
         seeded = seed(data, db, args.wallets * args.clients)
         env = dict(os.environ, SCANPAY_SECRET="bench-secret")
         server, address = start(
-            [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0", "--data", str(data), "--db", db],
+            [
+                sys.executable,
+                "-m",
+                "psp_server",
+                "psp",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data",
+                str(data),
+                "--db",
+                db,
+            ],
             "psp listening on",
             env,
         )
@@ -237,7 +269,13 @@ def main() -> int:
             emails = list(seeded["emails"])  # type: ignore[call-overload]
             per = len(emails) // args.clients
             argsets = [
-                (address, seeded["api_key"], emails[i * per : (i + 1) * per], args.seconds, args.concurrency)
+                (
+                    address,
+                    seeded["api_key"],
+                    emails[i * per : (i + 1) * per],
+                    args.seconds,
+                    args.concurrency,
+                )
                 for i in range(args.clients)
             ]
             if args.clients == 1:
@@ -247,7 +285,9 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        echo, echo_addr = start([sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on")
+        echo, echo_addr = start(
+            [sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on"
+        )
         try:
             eargs = [(echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)]
             echo_res = (
@@ -263,7 +303,9 @@ def main() -> int:
     elapsed = max(float(r["elapsed_s"]) for r in results)  # type: ignore[arg-type]
     echo_rate = sum(float(r["calls_per_s"]) for r in echo_res)  # type: ignore[arg-type]
     summary = {
-        "backend": "postgresql" if db.startswith("postgresql") else "sqlite (WAL, synchronous=FULL)",
+        "backend": "postgresql"
+        if db.startswith("postgresql")
+        else "sqlite (WAL, synchronous=FULL)",
         "cores": os.cpu_count(),
         "clients": args.clients,
         "concurrency": args.concurrency,
