@@ -42,6 +42,8 @@ class App:
 
     def close(self) -> None:
         self._stop_listener.set()
+        if self._listener is not None:
+            self._listener.join(timeout=3)
         self.deps.db.close()
 
 
@@ -86,7 +88,7 @@ def start_pg_listener(app: App) -> None:
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("LISTEN scanpay_events")
                     while not app._stop_listener.is_set():
-                        for n in conn.notifies(timeout=1.0):
+                        for n in conn.notifies(timeout=0.5):
                             merchant_id, _, seq = n.payload.partition(":")
                             if seq.isdigit():
                                 app.bus.publish(Notice(merchant_id, int(seq)))
