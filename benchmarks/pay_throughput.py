@@ -72,6 +72,15 @@ def seed(data: Path, db: str, wallets: int) -> dict[str, object]:
     return {"api_key": t.api_key, "emails": emails}
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -278,10 +287,14 @@ def main() -> int:
                 )
                 for i in range(args.clients)
             ]
+            cpu0 = proc_cpu_seconds(server.pid)
+            own0 = time.process_time()
             if args.clients == 1:
                 results = [asyncio.run(run_pay_load(*argsets[0]))]
             else:
                 results = in_processes("pay", args.clients, argsets)
+            server_cpu = proc_cpu_seconds(server.pid) - cpu0
+            client_cpu = time.process_time() - own0
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -316,6 +329,10 @@ def main() -> int:
         "pay_to_event_p99_ms": max(r["event_p99_ms"] for r in results),  # type: ignore[type-var]
         "events_missing": sum(int(r["events_missing"]) for r in results),  # type: ignore[call-overload]
         "errors": [r["errors"] for r in results],
+        "server_cpu_ms_per_pay": round(server_cpu / max(pays, 1) * 1000, 3),
+        "client_cpu_ms_per_pay": round(client_cpu / max(pays, 1) * 1000, 3)
+        if args.clients == 1
+        else "n/a",
         "echo_calls_per_s": round(echo_rate, 1),
         "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3),
     }

@@ -13,6 +13,8 @@ and correctness then rests on row locks and conditional updates in the store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -80,6 +82,8 @@ def make_engine(url: str, *, writer: bool) -> Engine:
 class _Job(Generic[T]):
     fn: Callable[[Connection, Hooks], T]
     future: Future[T] = field(default_factory=Future)
+    # Set for jobs submitted from an event loop: settled there, one wake-up per batch.
+    aio: asyncio.Future[T] | None = None
 
 
 class WriterStopped(RuntimeError):
@@ -104,6 +108,17 @@ class GroupCommitWriter:
         job: _Job[T] = _Job(fn)
         self._queue.put(job)
         return job.future
+
+    def submit_async(self, fn: Callable[[Connection, Hooks], T]) -> asyncio.Future[T]:
+        """Like :meth:`submit`, for a coroutine: the result is set on the caller's loop,
+        and all the jobs of one batch are settled with a single wake-up of that loop."""
+        if self._stopped.is_set():
+            raise WriterStopped("the database writer is stopped")
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(fn, aio=loop.create_future())
+        self._queue.put(job)
+        assert job.aio is not None
+        return job.aio
 
     def close(self) -> None:
         if not self._stopped.is_set():
@@ -144,8 +159,8 @@ class GroupCommitWriter:
                     left = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if left is not None and not left.future.done():
-                    left.future.set_exception(WriterStopped("the database writer stopped"))
+                if left is not None:
+                    self._fail([left], WriterStopped("the database writer stopped"))
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -216,22 +231,38 @@ class GroupCommitWriter:
 
     @staticmethod
     def _deliver(outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for job, result, hooks, exc in outcomes:
-            if exc is not None:
+            if exc is None:
+                for hook in hooks:
+                    try:
+                        hook()
+                    except Exception:  # pragma: no cover - a subscriber's problem
+                        log.exception("after-commit hook failed")
+            if job.aio is not None:
+                by_loop.setdefault(job.aio.get_loop(), []).append((job.aio, result, exc))
+            elif exc is not None:
                 job.future.set_exception(exc)
-                continue
-            for hook in hooks:
-                try:
-                    hook()
-                except Exception:  # pragma: no cover - a subscriber's problem
-                    log.exception("after-commit hook failed")
-            job.future.set_result(result)
+            else:
+                job.future.set_result(result)
+        for loop, items in by_loop.items():
+            # A closed loop means nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, items)
 
     @staticmethod
     def _fail(batch: list[_Job[Any]], exc: BaseException) -> None:
-        for job in batch:
-            if not job.future.done():
-                job.future.set_exception(exc)
+        GroupCommitWriter._deliver([(job, None, [], exc) for job in batch])
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, exc in items:
+        if fut.done():  # the caller gave up (cancelled)
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
 
 
 def _fatal(exc: BaseException) -> bool:

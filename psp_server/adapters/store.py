@@ -144,7 +144,10 @@ class SqlStore:
     def _ts(self, value: datetime | None) -> Any:
         if value is None or self.is_postgres:
             return value
-        return value.astimezone(UTC).strftime(_SQLITE_TS)
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        # The text SQLAlchemy's SQLite DateTime stores: "YYYY-MM-DD HH:MM:SS.ffffff".
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def _dt(self, value: Any) -> datetime | None:
         if value is None:
