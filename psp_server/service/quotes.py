@@ -43,10 +43,19 @@ def sign(secret: bytes, q: QuoteData) -> str:
 
 
 def verify(secret: bytes, quote_id: str, consumer_id: str, now: datetime) -> QuoteData:
+    q = open_quote(secret, quote_id, consumer_id)
+    check_fresh(q, now)
+    return q
+
+
+def open_quote(secret: bytes, quote_id: str, consumer_id: str) -> QuoteData:
+    """The quote if it is genuine and this consumer's; its age is not checked (a replayed
+    Pay must get its stored receipt even after the quote has expired)."""
     if len(quote_id) > 1000 or quote_id.count(".") != 2 or not quote_id.startswith("q1."):
         raise ValidationError("malformed quote id", reason="INVALID_QUOTE")
     _, body, sig = quote_id.split(".")
-    if not hmac.compare_digest(_sig(secret, body.encode()), sig):
+    # Bytes: compare_digest refuses str with non-ASCII characters.
+    if not hmac.compare_digest(_sig(secret, body.encode()).encode(), sig.encode()):
         raise ValidationError("quote id is not valid", reason="INVALID_QUOTE")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
@@ -55,8 +64,11 @@ def verify(secret: bytes, quote_id: str, consumer_id: str, now: datetime) -> Quo
         raise ValidationError("malformed quote id", reason="INVALID_QUOTE") from None
     if q.consumer_id != consumer_id:
         raise ValidationError("this quote belongs to someone else", reason="INVALID_QUOTE")
+    return q
+
+
+def check_fresh(q: QuoteData, now: datetime) -> None:
     if now >= datetime.fromtimestamp(q.expires_at, UTC):
         raise PreconditionFailed(
             "the quote has expired; scan again for a fresh one", reason="QUOTE_EXPIRED"
         )
-    return q
