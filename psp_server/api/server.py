@@ -9,6 +9,7 @@ from grpc_reflection.v1alpha import reflection
 from protos.scanpay.v1 import merchant_pb2, merchant_pb2_grpc, wallet_pb2, wallet_pb2_grpc
 from psp_server.api import mapping
 from psp_server.api.auth import ApiKeys
+from psp_server.api.errors import RejectMalformed
 from psp_server.api.servicers.merchant import MerchantServicer
 from psp_server.api.servicers.wallet import WalletServicer
 from psp_server.bootstrap import App
@@ -23,12 +24,13 @@ def build_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
     """Create (not start) the server bound to ``address``; returns it and the port."""
     mapping.set_pay_url_base(app.settings.public_base_url)
     server = grpc.aio.server(
+        interceptors=[RejectMalformed()],
         options=[
             ("grpc.max_receive_message_length", 1 << 20),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ]
+        ],
     )
     merchant_pb2_grpc.add_MerchantServiceServicer_to_server(
         MerchantServicer(app.merchants, ApiKeys(app.db), app.bus), server

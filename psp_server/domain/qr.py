@@ -464,7 +464,10 @@ def _build_parsed(raw: str, fields: list[Tlv]) -> ParsedQr:
 
 
 def _parse_upi(raw: str) -> ParsedQr:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError as exc:  # e.g. "upi://[pay": an unbalanced IPv6 bracket
+        raise QrError("QR_MALFORMED", f"not a valid UPI link: {exc}") from None
     if parts.netloc.lower() != "pay":
         raise QrError(
             "QR_UNSUPPORTED_FORMAT",

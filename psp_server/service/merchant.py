@@ -428,6 +428,9 @@ class MerchantServices:
     async def read_events(self, merchant_id: str, after_seq: int, limit: int = 500) -> list[Event]:
         return await self.d.db.read(lambda s: s.read_events(merchant_id, after_seq, limit))
 
+    async def last_event_seq(self, merchant_id: str) -> int:
+        return await self.d.db.read(lambda s: s.last_event_seq(merchant_id))
+
     # -- expiry ------------------------------------------------------------------------
 
     async def expire_due(self, limit: int = 500) -> int:

@@ -29,7 +29,8 @@ _CARD_RAIL = "card payments are not available yet: the card rail is not connecte
 def _cursor(text: str) -> int:
     if not text:
         return 0
-    if not text.isdigit() or len(text) > 18:
+    # ASCII only: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ValidationError("malformed cursor", reason="INVALID_CURSOR")
     return int(text)
 
@@ -118,6 +119,12 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         means nothing committed in between is missed; sequence numbers drop repeats."""
         who = await self._keys.principal(context)
         cursor = _cursor(request.after_cursor)
+        if cursor and cursor > await self._s.last_event_seq(who.merchant_id):
+            # Not a cursor this merchant was ever given (another merchant's, or from a
+            # reset database): following it would silently skip the next events.
+            raise ValidationError(
+                "cursor is ahead of this merchant's event log", reason="INVALID_CURSOR"
+            )
         with self._bus.subscribe(who.merchant_id) as sub:
             while True:
                 # Catch up from the log (also after a gap or a notice from another replica).
