@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from psp_server.adapters import migrate
 from psp_server.config import Settings
 from psp_server.service.admin import AdminServices
+from psp_server.service.cards import CardServices
 from psp_server.service.clock import Clock, SystemClock
 from psp_server.service.common import Deps
 from psp_server.service.events import EventBus, Notice
@@ -28,6 +29,7 @@ class App:
     merchants: MerchantServices
     wallets: WalletServices
     admin: AdminServices
+    cards: CardServices | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _listener: threading.Thread | None = None
     _stop_listener: threading.Event = field(default_factory=threading.Event)
@@ -58,7 +60,49 @@ def build_app(
     merchants = MerchantServices(deps)
     wallets = WalletServices(deps, merchants)
     admin = AdminServices(deps, merchants, wallets)
-    return App(settings, deps, merchants, wallets, admin)
+    cards = build_cards(deps, merchants) if settings.cardnet else None
+    return App(settings, deps, merchants, wallets, admin, cards)
+
+
+def build_cards(deps: Deps, merchants: MerchantServices) -> CardServices:
+    """The card rail: the network client (its reversal queue in the database), the PAN
+    vault (key from configuration or its key file, never the database)."""
+    from psp_server.adapters.card_store import SqlReversalQueue
+    from psp_server.adapters.cardnet_client import CardNetworkClient
+    from psp_server.adapters.pan_vault import PanVault
+    from psp_server.cli.cardnet import parse_listen
+
+    s = deps.settings
+    host, port = parse_listen(s.cardnet)
+    if s.pan_key:
+        vault = PanVault.from_text(s.pan_key)
+    else:
+        assert s.pan_key_file is not None
+        vault = PanVault.from_key_file(s.pan_key_file)
+    client = CardNetworkClient(
+        host,
+        port,
+        timeout=s.cardnet_timeout,
+        acquirer_id=s.acquirer_id,
+        failure_threshold=s.cardnet_failure_threshold,
+        reset_timeout=s.cardnet_reset_timeout,
+        reversal_queue=SqlReversalQueue(deps.db.write_sync, deps.db.read_sync),
+    )
+    cards = CardServices(deps, merchants, client, vault, s.settlement_dir)
+    if n := cards.recover_sync():
+        log.warning("%d card request(s) left unanswered by a stop; reversing them", n)
+    return cards
+
+
+async def retry_reversals(app: App) -> None:
+    """Reverse on recovery: deliver queued reversals once the network answers again."""
+    assert app.cards is not None
+    while True:
+        try:
+            await app.cards.retry_reversals()
+        except Exception:  # keep trying; the next round retries
+            log.exception("reversal retry failed")
+        await asyncio.sleep(app.settings.reversal_interval)
 
 
 async def sweep_expired(app: App) -> None:
@@ -102,6 +146,8 @@ def start_pg_listener(app: App) -> None:
 
 async def start_background(app: App) -> None:
     app._tasks.append(asyncio.create_task(sweep_expired(app)))
+    if app.cards is not None:
+        app._tasks.append(asyncio.create_task(retry_reversals(app)))
     start_pg_listener(app)
 
 
@@ -111,3 +157,5 @@ async def stop_background(app: App) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await t
     app._tasks.clear()
+    if app.cards is not None:
+        await app.cards.client.close()

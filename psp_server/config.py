@@ -54,6 +54,20 @@ class Settings:
     login_lockout: timedelta = timedelta(seconds=30)
     sweep_interval: float = 1.0
     max_batch: int = 128
+    # Card rail: the network's HOST:PORT ("" = card RPCs answer UNIMPLEMENTED).
+    cardnet: str = ""
+    acquirer_id: str = "123456"
+    cardnet_timeout: float = 5.0
+    cardnet_failure_threshold: int = 5
+    cardnet_reset_timeout: float = 10.0
+    # How often queued reversals are retried ("reverse on recovery").
+    reversal_interval: float = 1.0
+    # Where the network drops settlement files (<batch_id>.csv); None: fees are not booked
+    # at batch close.
+    settlement_dir: Path | None = None
+    # The PAN vault key: 64 hex digits or base64 (SCANPAY_PAN_KEY), else a key file.
+    pan_key: str = ""
+    pan_key_file: Path | None = None
 
     def resolve(self) -> Settings:
         """Fill the defaults that depend on the data directory."""
@@ -67,4 +81,12 @@ class Settings:
             self.secret = (
                 env.encode() if env else load_or_create_secret(self.data_dir / "secret.key")
             )
+        if not self.cardnet:
+            self.cardnet = os.environ.get("SCANPAY_CARDNET", "")
+        if not self.pan_key:
+            self.pan_key = os.environ.get("SCANPAY_PAN_KEY", "")
+        if self.pan_key_file is None:
+            self.pan_key_file = self.data_dir / "pan.key"
+        if self.settlement_dir is None and os.environ.get("SCANPAY_SETTLEMENT_DIR"):
+            self.settlement_dir = Path(os.environ["SCANPAY_SETTLEMENT_DIR"])
         return self

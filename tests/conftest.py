@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cardnet import CardnetProcess
 from tests.support.psp import LivePsp
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -89,3 +90,13 @@ def psp(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def cardnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CardnetProcess]:
+    """The real card-network simulator process on a free port, for a test module."""
+    sim = CardnetProcess(tmp_path_factory.mktemp("cardnet") / "data").start()
+    try:
+        yield sim
+    finally:
+        sim.close()

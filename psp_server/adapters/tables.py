@@ -235,3 +235,127 @@ fx_rates = Table(
     Column("rate", String(32), nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+# -- card rail ------------------------------------------------------------------------
+# Never track data, CVV or a clear PAN: the vault's ciphertext, a keyed fingerprint, and
+# at most the first 6 / last 4 digits.
+
+card_payments = Table(
+    "card_payments",
+    metadata,
+    Column("payment_id", String(40), primary_key=True),
+    Column("merchant_id", String(40), ForeignKey("merchants.id"), nullable=False),
+    Column("terminal_id", String(40), nullable=False),
+    Column("action", String(12), nullable=False),  # sale | authorize
+    Column("pan_ciphertext", LargeBinary, nullable=False),
+    Column("pan_fingerprint", String(64), nullable=False, index=True),
+    Column("pan_masked", String(24), nullable=False),
+    Column("brand", String(16), nullable=False),
+    # The original request, to capture or reverse it: MTI, STAN, transmission time.
+    Column("mti", String(4), nullable=False),
+    Column("stan", String(6), nullable=False),
+    Column("transmitted_at", UtcDateTime, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # sent -> approved | declined | lost; then captured / voided / settled
+    Column("state", String(12), nullable=False),
+    Column("response_code", String(2), nullable=False),
+    Column("network_transaction_id", String(12), nullable=True, index=True),
+    Column("capture_stan", String(6), nullable=True),
+    Column("capture_transmitted_at", UtcDateTime, nullable=True),
+    Column("captured_minor", BigInteger, nullable=True),
+    Column("batch_id", String(32), nullable=True, index=True),
+    Column("idem_scope", String(80), nullable=False),
+    Column("idem_key", String(128), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("idem_scope", "idem_key", name="uq_card_payments_idem"),
+)
+
+card_refunds = Table(
+    "card_refunds",
+    metadata,
+    Column("refund_id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("stan", String(6), nullable=False),
+    Column("transmitted_at", UtcDateTime, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("network_transaction_id", String(12), nullable=True, index=True),
+    Column("batch_id", String(32), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+card_reversals = Table(
+    "card_reversals",
+    metadata,
+    Column("key", String(120), primary_key=True),
+    Column("mti", String(4), nullable=False),
+    Column("processing_code", String(6), nullable=False),
+    Column("stan", String(6), nullable=False),
+    Column("transmitted_at", UtcDateTime, nullable=False),
+    Column("merchant_id", String(40), nullable=False),
+    Column("terminal_id", String(40), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reversal_stan", String(6), nullable=False),
+    Column("reversal_transmitted_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+card_batches = Table(
+    "card_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("merchant_id", String(40), ForeignKey("merchants.id"), nullable=False, index=True),
+    Column("settlement_date", String(10), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("gross_minor", BigInteger, nullable=False),
+    Column("interchange_minor", BigInteger, nullable=False),
+    Column("scheme_fee_minor", BigInteger, nullable=False),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("settlement_file", String(400), nullable=False),
+    Column("closed_at", UtcDateTime, nullable=False),
+)
+
+# What the PSP booked per settlement row (the file's fees as received at batch close).
+card_settlements = Table(
+    "card_settlements",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("batch_id", String(32), nullable=False, index=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("network_transaction_id", String(12), nullable=False),
+    Column("type", String(12), nullable=False),
+    Column("payment_id", String(40), nullable=True),
+    Column("gross_minor", BigInteger, nullable=False),
+    Column("interchange_minor", BigInteger, nullable=False),
+    Column("scheme_fee_minor", BigInteger, nullable=False),
+    Column("net_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+
+card_disputes = Table(
+    "card_disputes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("merchant_id", String(40), nullable=False),
+    Column("network_transaction_id", String(12), nullable=False, unique=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason_code", String(4), nullable=False),
+    Column(
+        "status", String(20), nullable=False
+    ),  # open | accepted | evidence_submitted | won | lost
+    Column("evidence", Text, nullable=False),
+    Column("batch_id", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

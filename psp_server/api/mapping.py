@@ -15,6 +15,7 @@ from psp_server.domain.errors import ValidationError
 from psp_server.domain.money import Money
 from psp_server.domain.parties import Activity, Event, Merchant
 from psp_server.domain.payments import EventType, Payment, PaymentMethod, PaymentStatus
+from psp_server.service.cards import BatchInfo
 from psp_server.service.merchant import DailySummary, PaymentFilter, StaticQrInfo
 from psp_server.service.wallet import BalanceInfo, QuoteInfo, ReceiptInfo, SessionTokens
 
@@ -123,6 +124,18 @@ def payment_pb(p: Payment) -> c.Payment:
                 locked_until=ts(p.fx.locked_until),
             )
         )
+    if p.card is not None:
+        out.card.CopyFrom(
+            c.CardDetails(
+                pan_masked=p.card.pan_masked,
+                brand=p.card.brand,
+                last4=p.card.last4,
+                auth_code=p.card.auth_code,
+                response_code=p.card.response_code,
+                response_text=p.card.response_text,
+                network_transaction_id=p.card.network_transaction_id,
+            )
+        )
     for r in p.refunds:
         out.refunds.append(
             c.Refund(
@@ -133,6 +146,19 @@ def payment_pb(p: Payment) -> c.Payment:
 
 
 _pay_url_base = "https://pay.scanpay.example/p/"
+
+
+def batch_bytes(b: BatchInfo) -> bytes:
+    return m.Batch(
+        id=b.id,
+        count=b.count,
+        gross=money_pb(b.gross),
+        interchange=money_pb(b.interchange),
+        scheme_fees=money_pb(b.scheme_fees),
+        net=money_pb(b.net),
+        closed_at=ts(b.closed_at),
+        settlement_file=b.settlement_file,
+    ).SerializeToString(deterministic=True)
 
 
 def set_pay_url_base(base: str) -> None:

@@ -33,7 +33,7 @@ def build_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
         ],
     )
     merchant_pb2_grpc.add_MerchantServiceServicer_to_server(
-        MerchantServicer(app.merchants, ApiKeys(app.db), app.bus), server
+        MerchantServicer(app.merchants, ApiKeys(app.db), app.bus, app.cards), server
     )
     wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(app.wallets), server)
     health_servicer = health.aio.HealthServicer()

@@ -1,4 +1,5 @@
-"""`scanpay admin ...`: merchants, terminals, consumers, funds, FX rates, static QR."""
+"""`scanpay admin ...`: merchants, terminals, consumers, funds, FX rates, static QR,
+card disputes."""
 
 from __future__ import annotations
 
@@ -71,7 +72,25 @@ def register(sub: Any) -> None:
     lc = asub.add_parser("ledger-check", help="verify the ledger: balanced, balances derived")
     lc.set_defaults(func=_ledger_check)
 
-    for parser in (mc, ml, tc, cc, ck, tu, fs, sq, lc):
+    dsp = asub.add_parser("dispute", help="card chargebacks").add_subparsers(
+        dest="op", required=True
+    )
+    dl = dsp.add_parser("list", help="list disputes")
+    dl.add_argument("--merchant", default=None)
+    dl.set_defaults(func=_dispute_list)
+    da = dsp.add_parser("accept", help="the merchant accepts the chargeback")
+    da.add_argument("dispute")
+    da.set_defaults(func=_dispute_accept)
+    de = dsp.add_parser("evidence", help="submit the merchant's evidence to the network")
+    de.add_argument("dispute")
+    de.add_argument("--text", required=True)
+    de.set_defaults(func=_dispute_evidence)
+    dd = dsp.add_parser("decide", help="record the network's decision")
+    dd.add_argument("dispute")
+    dd.add_argument("outcome", choices=["won", "lost"])
+    dd.set_defaults(func=_dispute_decide)
+
+    for parser in (mc, ml, tc, cc, ck, tu, fs, sq, lc, dl, da, de, dd):
         add_db_args(parser)
         parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -248,5 +267,68 @@ def _ledger_check(args: argparse.Namespace) -> int:
             "\n".join(problems) or "ledger OK: every entry balanced, every balance derived",
         )
         return 1 if problems else 0
+
+    return _run(args, body)
+
+
+def _disputes(app: Any) -> Any:
+    from psp_server.service.cards import DisputeServices
+
+    return DisputeServices(app.deps, app.merchants)
+
+
+def _dispute_json(d: Any) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "payment_id": d.payment_id,
+        "merchant_id": d.merchant_id,
+        "network_transaction_id": d.network_transaction_id,
+        "amount_minor": d.amount.amount_minor,
+        "currency": d.amount.currency,
+        "reason_code": d.reason_code,
+        "status": d.status,
+    }
+
+
+def _dispute_line(d: Any) -> str:
+    return f"{d.id}  {d.payment_id}  {d.amount}  {d.reason_code}  {d.status}"
+
+
+def _dispute_list(args: argparse.Namespace) -> int:
+    def body(app: Any) -> int:
+        rows = _disputes(app).list(args.merchant)
+        emit(
+            {"disputes": [_dispute_json(d) for d in rows]},
+            args.json,
+            "\n".join(_dispute_line(d) for d in rows) or "no disputes",
+        )
+        return 0
+
+    return _run(args, body)
+
+
+def _dispute_accept(args: argparse.Namespace) -> int:
+    def body(app: Any) -> int:
+        d = _disputes(app).accept(args.dispute)
+        emit(_dispute_json(d), args.json, _dispute_line(d))
+        return 0
+
+    return _run(args, body)
+
+
+def _dispute_evidence(args: argparse.Namespace) -> int:
+    def body(app: Any) -> int:
+        d = _disputes(app).submit_evidence(args.dispute, args.text)
+        emit(_dispute_json(d), args.json, _dispute_line(d))
+        return 0
+
+    return _run(args, body)
+
+
+def _dispute_decide(args: argparse.Namespace) -> int:
+    def body(app: Any) -> int:
+        d = _disputes(app).decide(args.dispute, won=args.outcome == "won")
+        emit(_dispute_json(d), args.json, _dispute_line(d))
+        return 0
 
     return _run(args, body)

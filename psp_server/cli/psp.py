@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 from psp_server.cli.common import add_db_args, settings_from
@@ -18,6 +19,18 @@ def register(sub: Any) -> None:
     serve = psub.add_parser("serve", help="serve gRPC (migrates the database first)")
     serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (port 0: any free)")
     serve.add_argument("--public-url", default="", help="base URL for pay links")
+    serve.add_argument(
+        "--cardnet",
+        default="",
+        metavar="HOST:PORT",
+        help="the card network (default $SCANPAY_CARDNET; none: card RPCs are unavailable)",
+    )
+    serve.add_argument(
+        "--settlement-dir",
+        type=Path,
+        default=None,
+        help="where the card network drops settlement files (default $SCANPAY_SETTLEMENT_DIR)",
+    )
     add_db_args(serve)
     serve.set_defaults(func=_serve)
     mig = psub.add_parser("migrate", help="bring the database schema up to date")
@@ -59,6 +72,10 @@ async def serve(args: argparse.Namespace) -> int:
     if args.public_url:
         settings.public_base_url = args.public_url
     settings.listen = args.listen
+    if args.cardnet:
+        settings.cardnet = args.cardnet
+    if args.settlement_dir is not None:
+        settings.settlement_dir = args.settlement_dir
     app = build_app(settings)
     server, port = build_server(app, args.listen)
     await server.start()

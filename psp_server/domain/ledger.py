@@ -29,6 +29,10 @@ class AccountType(StrEnum):
     FX_POSITION = "fx_position"  # currency bought/sold when converting
     CARD_RECEIVABLE = "card_receivable"  # due from the card network
     CARD_FEES = "card_fees"  # interchange and scheme fees paid
+    CARD_HOLDS = "card_holds"  # card authorizations not captured yet (pending)
+    # Credit-normal counterparts for cards, per merchant.
+    CARD_HOLDS_PAYABLE = "card_holds_payable"  # what a live hold would owe the merchant
+    MERCHANT_PENDING = "merchant_pending"  # captured card money not settled yet
 
     @property
     def credit_normal(self) -> bool:
@@ -37,6 +41,8 @@ class AccountType(StrEnum):
             AccountType.MERCHANT,
             AccountType.FEE_REVENUE,
             AccountType.FX_REVENUE,
+            AccountType.CARD_HOLDS_PAYABLE,
+            AccountType.MERCHANT_PENDING,
         )
 
 
@@ -74,6 +80,9 @@ class EntryKind(StrEnum):
     CARD_CAPTURE = "card_capture"
     CARD_SETTLEMENT = "card_settlement"
     CHARGEBACK = "chargeback"
+    CARD_HOLD = "card_hold"
+    CARD_FEES = "card_fees"
+    CARD_PAYOUT = "card_payout"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Dynamic QR:  PENDING -> SUCCEEDED | CANCELED | EXPIRED
              SUCCEEDED -> PARTIALLY_REFUNDED -> REFUNDED
 Static QR:   created SUCCEEDED by the consumer's pay.
-Card:        AUTHORIZED -> SUCCEEDED (capture) | VOIDED; DECLINED is terminal.
+Card:        AUTHORIZED -> SUCCEEDED (capture) | VOIDED; DECLINED is terminal;
+             SUCCEEDED -> VOIDED (reversal before the batch closes) | DISPUTED (chargeback).
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ _ALLOWED: dict[PaymentStatus, frozenset[PaymentStatus]] = {
         {PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED}
     ),
     PaymentStatus.SUCCEEDED: frozenset(
-        {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED, PaymentStatus.DISPUTED}
+        {
+            PaymentStatus.PARTIALLY_REFUNDED,
+            PaymentStatus.REFUNDED,
+            PaymentStatus.DISPUTED,
+            PaymentStatus.VOIDED,
+        }
     ),
     PaymentStatus.PARTIALLY_REFUNDED: frozenset(
         {PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED, PaymentStatus.DISPUTED}
@@ -118,6 +124,19 @@ class Fx:
 
 
 @dataclass(frozen=True, slots=True)
+class CardInfo:
+    """What a card payment shows: never more than the first 6 / last 4 digits."""
+
+    pan_masked: str
+    brand: str
+    last4: str
+    auth_code: str = ""
+    response_code: str = ""
+    response_text: str = ""
+    network_transaction_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Payer:
     consumer_id: str
     amount: Money
@@ -147,6 +166,7 @@ class Payment:
     payer_reference: str = ""
     refunds: list[Refund] = field(default_factory=list)
     version: int = 0
+    card: CardInfo | None = None
 
     def __post_init__(self) -> None:
         if self.refunded is None:
@@ -269,6 +289,31 @@ class Payment:
         full = self.refunded == self.amount
         self._move(PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED, now)
 
+    def capture(self, now: datetime, amount: Money, fee: Money) -> None:
+        """Card: the authorization is captured (``amount`` at most the authorized one)."""
+        self._move(PaymentStatus.SUCCEEDED, now)
+        self.amount = amount
+        self.paid_at = now
+        self.fee = fee
+
+    def void(self, now: datetime) -> None:
+        """Card: the hold is released, or the sale reversed before the batch closed."""
+        assert self.refunded is not None
+        if self.refunded.amount_minor:
+            raise PreconditionFailed(
+                "a refunded payment cannot be voided", reason="PAYMENT_NOT_VOIDABLE"
+            )
+        self._move(PaymentStatus.VOIDED, now)
+
+    def dispute(self, now: datetime) -> None:
+        """Card: the network charged the payment back."""
+        self._move(PaymentStatus.DISPUTED, now)
+
+    def resolve_dispute(self, now: datetime, *, won: bool) -> None:
+        self._move(PaymentStatus.SUCCEEDED if won else PaymentStatus.REFUNDED, now)
+        if not won:
+            self.refunded = self.amount
+
     def copy(self) -> Payment:
         return replace(self, refunds=list(self.refunds))
 
@@ -339,6 +384,17 @@ def snapshot(payment: Payment) -> dict[str, Any]:
             for r in payment.refunds
         ],
         "version": payment.version,
+        "card": None
+        if payment.card is None
+        else [
+            payment.card.pan_masked,
+            payment.card.brand,
+            payment.card.last4,
+            payment.card.auth_code,
+            payment.card.response_code,
+            payment.card.response_text,
+            payment.card.network_transaction_id,
+        ],
     }
 
 
@@ -357,6 +413,7 @@ def from_snapshot(data: dict[str, Any]) -> Payment:
 
     payer = data["payer"]
     fx = data["fx"]
+    card = data.get("card")
     return Payment(
         id=data["id"],
         merchant_id=data["merchant_id"],
@@ -382,4 +439,5 @@ def from_snapshot(data: dict[str, Any]) -> Payment:
             Refund(r[0], mm(r[1]), mm(r[2]), mm(r[3]), r[4], tt(r[5])) for r in data["refunds"]
         ],
         version=data["version"],
+        card=None if card is None else CardInfo(*[str(x) for x in card]),
     )

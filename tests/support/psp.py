@@ -41,9 +41,15 @@ class MerchantCreds:
 
 class LivePsp:
     def __init__(
-        self, data_dir: Path, db_url: str | None = None, *, settings: Settings | None = None
+        self,
+        data_dir: Path,
+        db_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        cardnet: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.cardnet = cardnet
         self.db_url = db_url or f"sqlite:///{self.data_dir / 'psp.db'}"
         self.settings = settings
         self.address = ""
@@ -66,6 +72,8 @@ class LivePsp:
         settings.db_url = self.db_url
         settings.secret = self._secret
         settings.sweep_interval = 0.2
+        if self.cardnet is not None:
+            settings.cardnet = self.cardnet
         self.app = build_app(settings, clock=self.clock)
         ready: Future[int] = Future()
         loop = asyncio.new_event_loop()

@@ -16,7 +16,9 @@ from psp_server.api import mapping
 from psp_server.api.auth import ApiKeys
 from psp_server.api.errors import handles_errors
 from psp_server.domain.errors import NotImplementedYet, ValidationError
+from psp_server.domain.money import Money
 from psp_server.domain.payments import from_snapshot
+from psp_server.service.cards import CardAction, CardServices, SwipeCard
 from psp_server.service.common import Idem, check_key
 from psp_server.service.events import EventBus
 from psp_server.service.merchant import CreatePayment, MerchantServices, RefundPayment
@@ -36,10 +38,22 @@ def _cursor(text: str) -> int:
 
 
 class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
-    def __init__(self, services: MerchantServices, keys: ApiKeys, bus: EventBus) -> None:
+    def __init__(
+        self,
+        services: MerchantServices,
+        keys: ApiKeys,
+        bus: EventBus,
+        cards: CardServices | None = None,
+    ) -> None:
         self._s = services
         self._keys = keys
         self._bus = bus
+        self._cards = cards
+
+    def _card_rail(self) -> CardServices:
+        if self._cards is None:
+            raise NotImplementedYet(_CARD_RAIL, reason="CARD_RAIL_UNAVAILABLE")
+        return self._cards
 
     def _idem(self, who_id: str, rpc: str, key: str, request: Any) -> Idem:
         return Idem(f"mer:{who_id}:{rpc}", check_key(key), mapping.request_hash(request))
@@ -96,6 +110,9 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
             reason=request.reason,
         )
         idem = self._idem(who.merchant_id, "RefundPayment", request.idempotency_key, request)
+        if self._cards is not None and await self._cards.is_card_payment(who, cmd.payment_id):
+            blob = await self._cards.refund(who, cmd, idem, mapping.payment_bytes)
+            return c.Payment.FromString(blob)
         blob = await self._s.refund_payment(who, cmd, idem, mapping.payment_bytes)
         return c.Payment.FromString(blob)
 
@@ -151,23 +168,50 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
 
     @handles_errors
     async def SwipeCard(self, request: m.SwipeCardRequest, context: Ctx) -> c.Payment:
-        await self._keys.principal(context)
-        raise NotImplementedYet(_CARD_RAIL, reason="CARD_RAIL_UNAVAILABLE")
+        who = await self._keys.principal(context)
+        cards = self._card_rail()
+        action = _ACTIONS.get(request.action)
+        if action is None:
+            raise ValidationError("action must be SALE or AUTHORIZE", reason="INVALID_ACTION")
+        cmd = SwipeCard(
+            track_data=request.track_data,
+            amount_minor=request.amount.amount_minor,
+            currency=request.amount.currency,
+            order_id=request.order_id,
+            action=action,
+        )
+        idem = self._idem(who.merchant_id, "SwipeCard", request.idempotency_key, request)
+        return c.Payment.FromString(await cards.swipe(who, cmd, idem, mapping.payment_bytes))
 
     @handles_errors
     async def CapturePayment(self, request: m.CapturePaymentRequest, context: Ctx) -> c.Payment:
-        await self._keys.principal(context)
-        raise NotImplementedYet(_CARD_RAIL, reason="CARD_RAIL_UNAVAILABLE")
+        who = await self._keys.principal(context)
+        cards = self._card_rail()
+        amount = (
+            Money(request.amount.amount_minor, request.amount.currency)
+            if request.HasField("amount")
+            else None
+        )
+        idem = self._idem(who.merchant_id, "CapturePayment", request.idempotency_key, request)
+        blob = await cards.capture(who, request.payment_id, amount, idem, mapping.payment_bytes)
+        return c.Payment.FromString(blob)
 
     @handles_errors
     async def VoidPayment(self, request: m.VoidPaymentRequest, context: Ctx) -> c.Payment:
-        await self._keys.principal(context)
-        raise NotImplementedYet(_CARD_RAIL, reason="CARD_RAIL_UNAVAILABLE")
+        who = await self._keys.principal(context)
+        cards = self._card_rail()
+        idem = self._idem(who.merchant_id, "VoidPayment", request.idempotency_key, request)
+        blob = await cards.void(who, request.payment_id, idem, mapping.payment_bytes)
+        return c.Payment.FromString(blob)
 
     @handles_errors
     async def CloseBatch(self, request: m.CloseBatchRequest, context: Ctx) -> m.Batch:
-        await self._keys.principal(context)
-        raise NotImplementedYet(_CARD_RAIL, reason="CARD_RAIL_UNAVAILABLE")
+        who = await self._keys.principal(context)
+        cards = self._card_rail()
+        idem = self._idem(who.merchant_id, "CloseBatch", request.idempotency_key, request)
+        return m.Batch.FromString(await cards.close_batch(who, idem, mapping.batch_bytes))
 
+
+_ACTIONS = {m.CARD_ACTION_SALE: CardAction.SALE, m.CARD_ACTION_AUTHORIZE: CardAction.AUTHORIZE}
 
 _ = asyncio

@@ -1,0 +1,1119 @@
+"""The card rail: swipe (sale or authorization), capture, void, refund, batch close,
+chargebacks and disputes.
+
+Network I/O never happens inside a database job. Each call is: job 1 records the intent
+(with the request's trace, so that a crash can be reversed), the network call, job 2
+records the outcome with its ledger entry, event and idempotency record.
+
+PCI DSS: track data and the clear PAN live only in memory for the length of the call;
+rows hold the vault's ciphertext, a keyed fingerprint and the masked number. Nothing here
+logs card data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from psp_server.adapters.card_store import CardStore, Row
+from psp_server.adapters.cardnet_client import (
+    BatchTotals,
+    CardData,
+    CardNetworkClient,
+    CardNetworkError,
+    CardNetworkTimeout,
+    CardResponse,
+    OriginalRef,
+    PendingReversal,
+    ReversalStatus,
+    Trace,
+)
+from psp_server.adapters.pan_vault import PanVault
+from psp_server.adapters.store import SqlStore
+from psp_server.cardnet import spec
+from psp_server.cardnet.settlement import SettlementRow, parse_csv
+from psp_server.domain import ids
+from psp_server.domain.cards import CardError, parse_swipe, response_code
+from psp_server.domain.errors import (
+    IdempotencyKeyReused,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+    ValidationError,
+)
+from psp_server.domain.ledger import (
+    AccountRef,
+    AccountType,
+    EntryKind,
+    JournalEntry,
+    Posting,
+    merchant,
+    psp,
+)
+from psp_server.domain.money import Money
+from psp_server.domain.payments import (
+    MAX_ORDER_ID,
+    MAX_REASON,
+    CardInfo,
+    EventType,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+    fee_refund_for,
+)
+from psp_server.service.auth import MerchantPrincipal
+from psp_server.service.common import Deps, Idem, check_text, money, once
+from psp_server.service.merchant import MerchantServices, RefundPayment
+from psp_server.service.wallet import merchant_bps
+
+log = logging.getLogger(__name__)
+
+CARD_RAIL_UNAVAILABLE = "CARD_RAIL_UNAVAILABLE"
+
+
+class CardAction:
+    SALE = "sale"
+    AUTHORIZE = "authorize"
+
+
+@dataclass(frozen=True, slots=True)
+class SwipeCard:
+    track_data: str
+    amount_minor: int
+    currency: str
+    order_id: str
+    action: str  # CardAction
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    id: str
+    count: int
+    gross: Money
+    interchange: Money
+    scheme_fees: Money
+    net: Money
+    closed_at: datetime
+    settlement_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dispute:
+    id: str
+    payment_id: str
+    merchant_id: str
+    network_transaction_id: str
+    amount: Money
+    reason_code: str
+    status: str
+    evidence: str
+    created_at: datetime
+
+
+# -- ledger shapes ---------------------------------------------------------------------
+
+
+def _holds(cur: str) -> AccountRef:
+    return psp(AccountType.CARD_HOLDS, cur)
+
+
+def _holds_payable(merchant_id: str, cur: str) -> AccountRef:
+    return AccountRef(AccountType.CARD_HOLDS_PAYABLE, merchant_id, cur)
+
+
+def _pending(merchant_id: str, cur: str) -> AccountRef:
+    return AccountRef(AccountType.MERCHANT_PENDING, merchant_id, cur)
+
+
+def _receivable(cur: str) -> AccountRef:
+    return psp(AccountType.CARD_RECEIVABLE, cur)
+
+
+def _fees(cur: str) -> AccountRef:
+    return psp(AccountType.CARD_FEES, cur)
+
+
+def hold_entry(p: Payment) -> JournalEntry:
+    """The authorization hold: pending until captured, voided or expired."""
+    cur = p.amount.currency
+    return JournalEntry(
+        id=ids.new_id("txn"),
+        kind=EntryKind.CARD_HOLD,
+        payment_id=p.id,
+        memo=f"card hold {p.id}",
+        postings=(Posting(_holds(cur), _holds_payable(p.merchant_id, cur), p.amount),),
+    )
+
+
+def release_entry(p: Payment, held: Money, why: str) -> JournalEntry:
+    cur = held.currency
+    return JournalEntry(
+        id=ids.new_id("txn"),
+        kind=EntryKind.REVERSAL,
+        payment_id=p.id,
+        memo=f"card hold {p.id} released ({why})",
+        postings=(Posting(_holds_payable(p.merchant_id, cur), _holds(cur), held),),
+    )
+
+
+def capture_postings(merchant_id: str, amount: Money, fee: Money) -> tuple[Posting, ...]:
+    """Captured: the network owes us the amount; the merchant is owed it less our
+    markup, once the batch settles."""
+    cur = amount.currency
+    out = [Posting(_receivable(cur), _pending(merchant_id, cur), amount)]
+    if fee.amount_minor:
+        out.append(Posting(_pending(merchant_id, cur), psp(AccountType.FEE_REVENUE, cur), fee))
+    return tuple(out)
+
+
+class CardServices:
+    def __init__(
+        self,
+        deps: Deps,
+        merchants: MerchantServices,
+        client: CardNetworkClient,
+        vault: PanVault,
+        settlement_dir: Path | None = None,
+    ) -> None:
+        self.d = deps
+        self.m = merchants
+        self.client = client
+        self.vault = vault
+        self.settlement_dir = settlement_dir
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self.d.clock.now()
+
+    def _ref(self, row: Row) -> OriginalRef:
+        return OriginalRef(
+            row["mti"],
+            Trace(row["stan"], row["transmitted_at"]),
+            row["merchant_id"],
+            row["terminal_id"],
+            Money(row["amount_minor"], row["currency"]),
+            spec.PROC_PURCHASE,
+        )
+
+    def _card_payment(
+        self, store: SqlStore, who: MerchantPrincipal, payment_id: str
+    ) -> tuple[Payment, Row]:
+        if not ids.looks_like("pay", payment_id):
+            raise ValidationError("malformed payment_id", reason="INVALID_PAYMENT_ID")
+        p = store.get_payment(payment_id, for_update=True)
+        if p is None or p.merchant_id != who.merchant_id:
+            raise NotFound(f"payment {payment_id} not found", reason="PAYMENT_NOT_FOUND")
+        row = CardStore(store).get_card(payment_id)
+        if p.method is not PaymentMethod.CARD or row is None:
+            raise PreconditionFailed(
+                "this is not a card payment", reason="NOT_A_CARD_PAYMENT", payment_id=p.id
+            )
+        return p, row
+
+    @staticmethod
+    def _replay(store: SqlStore, idem: Idem) -> bytes | None:
+        hit = store.get_idempotency(idem.scope, idem.key)
+        if hit is None:
+            return None
+        if hit[0] != idem.request_hash:
+            raise IdempotencyKeyReused(
+                "this idempotency key was already used for a different request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            )
+        return hit[1]
+
+    @staticmethod
+    def _unavailable(exc: CardNetworkError, what: str) -> Unavailable:
+        if isinstance(exc, CardNetworkTimeout) and exc.reversal is None:
+            return Unavailable(
+                f"no answer from the card network for the {what}; retry with the same key",
+                reason=exc.reason,
+            )
+        if isinstance(exc, CardNetworkTimeout):
+            assert exc.reversal is not None
+            done = exc.reversal.status is not ReversalStatus.QUEUED
+            tail = (
+                "it was reversed; nothing was charged"
+                if done
+                else "its reversal is queued and will be sent when the network is back"
+            )
+            return Unavailable(
+                f"no answer from the card network for the {what}; {tail}; try again",
+                reason=exc.reason,
+            )
+        return Unavailable(
+            f"the card network is unavailable; the {what} was not sent; try again",
+            reason=exc.reason,
+        )
+
+    # -- swipe -------------------------------------------------------------------------
+
+    async def swipe(
+        self,
+        who: MerchantPrincipal,
+        cmd: SwipeCard,
+        idem: Idem,
+        encode: Callable[[Payment], bytes],
+    ) -> bytes:
+        check_text(cmd.order_id, "order_id", max_len=MAX_ORDER_ID, required=True)
+        amount = money(cmd.amount_minor, cmd.currency)
+        if cmd.action not in (CardAction.SALE, CardAction.AUTHORIZE):
+            raise ValidationError("action must be SALE or AUTHORIZE", reason="INVALID_ACTION")
+        try:
+            swipe = parse_swipe(cmd.track_data, self._now())
+        except CardError as exc:  # messages never contain card data
+            raise ValidationError(exc.message, reason=exc.reason) from None
+        mti = spec.AUTH_REQUEST if cmd.action == CardAction.AUTHORIZE else spec.FINANCIAL_REQUEST
+        trace = self.client.new_trace()
+        payment_id = ids.new_id("pay")
+        ciphertext = self.vault.encrypt(swipe.pan)
+        fingerprint = self.vault.fingerprint(swipe.pan)
+        masked, brand = swipe.masked, swipe.brand.value
+        card = CardData.from_swipe(swipe)
+        terminal_id = who.terminal_id
+
+        def intent(store: SqlStore) -> bytes | None:
+            now = self._now()
+            m = self.m.merchant(store, who.merchant_id)
+            if amount.currency != m.currency:
+                raise ValidationError(
+                    f"this merchant takes {m.currency}, not {amount.currency}",
+                    reason="CURRENCY_MISMATCH",
+                )
+            blob = self._replay(store, idem)
+            if blob is not None:
+                return blob
+            cs = CardStore(store)
+            busy = cs.card_by_idem(idem.scope, idem.key)
+            if busy is not None:
+                if busy["request_hash"] != idem.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was already used for a different request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                    )
+                raise Unavailable(
+                    "this request is still in progress; retry shortly",
+                    reason="REQUEST_IN_PROGRESS",
+                )
+            cs.insert_card(
+                {
+                    "payment_id": payment_id,
+                    "merchant_id": who.merchant_id,
+                    "terminal_id": terminal_id,
+                    "action": cmd.action,
+                    "pan_ciphertext": ciphertext,
+                    "pan_fingerprint": fingerprint,
+                    "pan_masked": masked,
+                    "brand": brand,
+                    "mti": mti,
+                    "stan": trace.stan,
+                    "transmitted_at": trace.transmitted_at,
+                    "amount_minor": amount.amount_minor,
+                    "currency": amount.currency,
+                    "state": "sent",
+                    "response_code": "",
+                    "idem_scope": idem.scope,
+                    "idem_key": idem.key,
+                    "request_hash": idem.request_hash,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            return None
+
+        replay = await self.d.db.write(intent)
+        if replay is not None:
+            return replay
+
+        async def forget() -> None:
+            await self.d.db.write(lambda s: CardStore(s).delete_card(payment_id))
+
+        try:
+            call = self.client.authorize if mti == spec.AUTH_REQUEST else self.client.sale
+            resp = await call(
+                card,
+                amount,
+                merchant_id=who.merchant_id,
+                terminal_id=terminal_id,
+                merchant_reference=cmd.order_id,
+                trace=trace,
+            )
+        except CardNetworkError as exc:
+            # Unavailable: nothing was sent. Timeout: the client reversed it (or queued the
+            # reversal, persisted). Either way nothing is held for this attempt.
+            await forget()
+            raise self._unavailable(exc, "payment") from None
+        except spec.MessageFormatError as exc:
+            await forget()
+            raise ValidationError(
+                f"the request cannot be sent to the card network: {exc}",
+                reason="CARD_NETWORK_FORMAT_ERROR",
+            ) from None
+
+        def outcome(store: SqlStore) -> bytes:
+            now = self._now()
+            m = self.m.merchant(store, who.merchant_id)
+            row = CardStore(store).get_card(payment_id)
+            assert row is not None
+
+            def run() -> Payment:
+                return self._record_swipe(store, row, resp, cmd, amount, m.id, now, who)
+
+            _ = m
+            return once(store, idem, now, run, encode)
+
+        return await self.d.db.write(outcome)
+
+    def _record_swipe(
+        self,
+        store: SqlStore,
+        row: Row,
+        resp: CardResponse,
+        cmd: SwipeCard,
+        amount: Money,
+        merchant_id: str,
+        now: datetime,
+        who: MerchantPrincipal,
+    ) -> Payment:
+        m = self.m.merchant(store, merchant_id)
+        info = CardInfo(
+            pan_masked=row["pan_masked"],
+            brand=row["brand"],
+            last4=row["pan_masked"][-4:],
+            auth_code=resp.auth_code or "",
+            response_code=resp.response_code,
+            response_text=resp.text,
+            network_transaction_id=resp.network_transaction_id or "",
+        )
+        if not resp.approved:
+            status, state, event = PaymentStatus.DECLINED, "declined", EventType.DECLINED
+        elif cmd.action == CardAction.AUTHORIZE:
+            status, state, event = PaymentStatus.AUTHORIZED, "authorized", EventType.AUTHORIZED
+        else:
+            status, state, event = PaymentStatus.SUCCEEDED, "captured", EventType.SUCCEEDED
+        p = Payment(
+            id=row["payment_id"],
+            merchant_id=merchant_id,
+            terminal_id=who.terminal_id,
+            terminal_label=who.terminal_label,
+            method=PaymentMethod.CARD,
+            status=status,
+            order_id=cmd.order_id,
+            amount=amount,
+            description="",
+            created_at=now,
+            updated_at=now,
+            card=info,
+        )
+        if status is PaymentStatus.SUCCEEDED:
+            p.paid_at = now
+            p.fee = amount.percent_bps(merchant_bps(m, self.d.settings.default_discount_bps))
+        data = store.insert_payment(p)
+        cs = CardStore(store)
+        cs.update_card(
+            p.id,
+            state=state,
+            response_code=resp.response_code,
+            network_transaction_id=resp.network_transaction_id,
+            captured_minor=amount.amount_minor if status is PaymentStatus.SUCCEEDED else None,
+            updated_at=now,
+        )
+        if status is PaymentStatus.AUTHORIZED:
+            store.post(hold_entry(p), now)
+        elif status is PaymentStatus.SUCCEEDED:
+            assert p.fee is not None
+            store.post(
+                JournalEntry(
+                    id=ids.new_id("txn"),
+                    kind=EntryKind.CARD_CAPTURE,
+                    payment_id=p.id,
+                    memo=f"card sale {p.id}",
+                    postings=capture_postings(merchant_id, amount, p.fee),
+                ),
+                now,
+            )
+        self.m._event(store, p, event, now, data)
+        return p
+
+    # -- capture -----------------------------------------------------------------------
+
+    async def capture(
+        self,
+        who: MerchantPrincipal,
+        payment_id: str,
+        amount: Money | None,
+        idem: Idem,
+        encode: Callable[[Payment], bytes],
+    ) -> bytes:
+        if amount is not None:
+            amount = money(amount.amount_minor, amount.currency)
+
+        def intent(store: SqlStore) -> bytes | OriginalRef:
+            blob = self._replay(store, idem)
+            if blob is not None:
+                return blob
+            p, row = self._card_payment(store, who, payment_id)
+            if p.status is not PaymentStatus.AUTHORIZED:
+                raise PreconditionFailed(
+                    f"payment is {p.status.value}; only an authorized payment can be captured",
+                    reason="PAYMENT_NOT_CAPTURABLE",
+                    payment_id=p.id,
+                )
+            want = amount or p.amount
+            if want.currency != p.amount.currency:
+                raise ValidationError(
+                    f"capture must be in {p.amount.currency}", reason="CURRENCY_MISMATCH"
+                )
+            if want > p.amount:
+                raise PreconditionFailed(
+                    f"capture of {want} exceeds the authorized {p.amount}",
+                    reason="CAPTURE_EXCEEDS_AUTHORIZED",
+                    payment_id=p.id,
+                )
+            # Reuse the trace of an earlier attempt with the same amount (the network
+            # answers a retransmission from its record); otherwise a new one, kept first.
+            if row["capture_stan"] and row["captured_minor"] == want.amount_minor:
+                return OriginalRef(
+                    spec.ADVICE_REQUEST,
+                    Trace(row["capture_stan"], row["capture_transmitted_at"]),
+                    row["merchant_id"],
+                    row["terminal_id"],
+                    want,
+                )
+            trace = self.client.new_trace()
+            CardStore(store).update_card(
+                p.id,
+                capture_stan=trace.stan,
+                capture_transmitted_at=trace.transmitted_at,
+                captured_minor=want.amount_minor,
+                updated_at=self._now(),
+            )
+            return OriginalRef(
+                spec.ADVICE_REQUEST, trace, row["merchant_id"], row["terminal_id"], want
+            )
+
+        got = await self.d.db.write(intent)
+        if isinstance(got, bytes):
+            return got
+        row = await self.d.db.read(lambda s: CardStore(s).get_card(payment_id))
+        assert row is not None
+        try:
+            resp = await self.client.capture(self._ref(row), got.amount, trace=got.trace)
+        except CardNetworkError as exc:
+            raise self._unavailable(exc, "capture") from None
+        if not resp.approved:
+            raise PreconditionFailed(
+                f"the card network refused the capture: {resp.text}",
+                reason=resp.reason,
+                response_code=resp.response_code,
+            )
+        captured = got.amount
+
+        def outcome(store: SqlStore) -> bytes:
+            now = self._now()
+
+            def run() -> Payment:
+                p, _ = self._card_payment(store, who, payment_id)
+                m = self.m.merchant(store, p.merchant_id)
+                held = p.amount
+                version = p.version
+                fee = captured.percent_bps(merchant_bps(m, self.d.settings.default_discount_bps))
+                p.capture(now, captured, fee)
+                store.post(release_entry(p, held, "captured"), now)
+                store.post(
+                    JournalEntry(
+                        id=ids.new_id("txn"),
+                        kind=EntryKind.CARD_CAPTURE,
+                        payment_id=p.id,
+                        memo=f"card capture {p.id}",
+                        postings=capture_postings(p.merchant_id, captured, fee),
+                    ),
+                    now,
+                )
+                data = store.update_payment(p, version)
+                CardStore(store).update_card(
+                    p.id, state="captured", captured_minor=captured.amount_minor, updated_at=now
+                )
+                self.m._event(store, p, EventType.SUCCEEDED, now, data)
+                return p
+
+            return once(store, idem, now, run, encode)
+
+        return await self.d.db.write(outcome)
+
+    # -- void --------------------------------------------------------------------------
+
+    async def void(
+        self,
+        who: MerchantPrincipal,
+        payment_id: str,
+        idem: Idem,
+        encode: Callable[[Payment], bytes],
+    ) -> bytes:
+        def intent(store: SqlStore) -> bytes | Row:
+            blob = self._replay(store, idem)
+            if blob is not None:
+                return blob
+            p, row = self._card_payment(store, who, payment_id)
+            voidable = p.status is PaymentStatus.AUTHORIZED or (
+                p.status is PaymentStatus.SUCCEEDED and row["batch_id"] is None and p.refunds == []
+            )
+            if not voidable:
+                raise PreconditionFailed(
+                    f"payment is {p.status.value}"
+                    + ("; its batch is closed: refund it instead" if row["batch_id"] else ""),
+                    reason="PAYMENT_NOT_VOIDABLE",
+                    payment_id=p.id,
+                )
+            return row
+
+        got = await self.d.db.write(intent)
+        if isinstance(got, bytes):
+            return got
+        result = await self.client.reverse(self._ref(got))
+        if result.status is ReversalStatus.REFUSED:
+            raise PreconditionFailed(
+                f"the card network refused the reversal: {result.text}; refund instead",
+                reason="CARD_REVERSAL_REFUSED",
+                response_code=result.response_code or "",
+            )
+        # reversed / not found: nothing held. queued: persisted, delivered on recovery.
+
+        def outcome(store: SqlStore) -> bytes:
+            now = self._now()
+
+            def run() -> Payment:
+                p, _ = self._card_payment(store, who, payment_id)
+                version = p.version
+                was = p.status
+                p.void(now)
+                if was is PaymentStatus.AUTHORIZED:
+                    store.post(release_entry(p, p.amount, "voided"), now)
+                else:
+                    fee = p.fee or Money.zero(p.amount.currency)
+                    store.post(
+                        JournalEntry(
+                            id=ids.new_id("txn"),
+                            kind=EntryKind.REVERSAL,
+                            payment_id=p.id,
+                            memo=f"card sale {p.id} voided",
+                            postings=tuple(
+                                Posting(x.credit, x.debit, x.amount)
+                                for x in capture_postings(p.merchant_id, p.amount, fee)
+                            ),
+                        ),
+                        now,
+                    )
+                data = store.update_payment(p, version)
+                CardStore(store).update_card(p.id, state="voided", updated_at=now)
+                self.m._event(store, p, EventType.VOIDED, now, data)
+                return p
+
+            return once(store, idem, now, run, encode)
+
+        return await self.d.db.write(outcome)
+
+    # -- refunds -----------------------------------------------------------------------
+
+    async def is_card_payment(self, who: MerchantPrincipal, payment_id: str) -> bool:
+        if not ids.looks_like("pay", payment_id):
+            return False
+
+        def q(store: SqlStore) -> bool:
+            p = store.get_payment(payment_id)
+            return (
+                p is not None
+                and p.merchant_id == who.merchant_id
+                and (p.method is PaymentMethod.CARD)
+            )
+
+        return await self.d.db.read(q)
+
+    async def refund(
+        self,
+        who: MerchantPrincipal,
+        cmd: RefundPayment,
+        idem: Idem,
+        encode: Callable[[Payment], bytes],
+    ) -> bytes:
+        amount = money(cmd.amount_minor, cmd.currency)
+        check_text(cmd.reason, "reason", max_len=MAX_REASON)
+        refund_id = ids.new_id("ref")
+        trace = self.client.new_trace()
+
+        def intent(store: SqlStore) -> bytes | Row:
+            blob = self._replay(store, idem)
+            if blob is not None:
+                return blob
+            p, row = self._card_payment(store, who, cmd.payment_id)
+            trial = p.copy()
+            trial.add_refund(  # checks state, currency and the refundable amount
+                Refund(refund_id, amount, amount, Money.zero(amount.currency), "", self._now()),
+                self._now(),
+            )
+            CardStore(store).insert_refund(
+                {
+                    "refund_id": refund_id,
+                    "payment_id": p.id,
+                    "merchant_id": p.merchant_id,
+                    "stan": trace.stan,
+                    "transmitted_at": trace.transmitted_at,
+                    "amount_minor": amount.amount_minor,
+                    "currency": amount.currency,
+                    "state": "sent",
+                    "created_at": self._now(),
+                }
+            )
+            return row
+
+        got = await self.d.db.write(intent)
+        if isinstance(got, bytes):
+            return got
+        try:
+            resp = await self.client.refund(
+                amount,
+                merchant_id=got["merchant_id"],
+                terminal_id=got["terminal_id"],
+                original_network_transaction_id=got["network_transaction_id"],
+                trace=trace,
+            )
+        except CardNetworkError as exc:
+            await self.d.db.write(lambda s: CardStore(s).delete_refund(refund_id))
+            raise self._unavailable(exc, "refund") from None
+        if not resp.approved:
+            await self.d.db.write(lambda s: CardStore(s).delete_refund(refund_id))
+            raise PreconditionFailed(
+                f"the card network refused the refund: {resp.text}",
+                reason=resp.reason,
+                response_code=resp.response_code,
+            )
+
+        def outcome(store: SqlStore) -> bytes:
+            now = self._now()
+
+            def run() -> Payment:
+                p, _ = self._card_payment(store, who, cmd.payment_id)
+                version = p.version
+                fee_back = fee_refund_for(p, amount)
+                refund = Refund(refund_id, amount, amount, fee_back, cmd.reason, now)
+                p.add_refund(refund, now)
+                cur = amount.currency
+                postings = [Posting(merchant(p.merchant_id, cur), _receivable(cur), amount)]
+                if fee_back.amount_minor:
+                    postings.append(
+                        Posting(
+                            psp(AccountType.FEE_REVENUE, cur),
+                            merchant(p.merchant_id, cur),
+                            fee_back,
+                        )
+                    )
+                store.post(
+                    JournalEntry(
+                        id=ids.new_id("txn"),
+                        kind=EntryKind.REFUND,
+                        payment_id=p.id,
+                        memo=f"card refund {refund_id} of {p.id}",
+                        postings=tuple(postings),
+                    ),
+                    now,
+                )
+                data = store.update_payment(p, version)
+                CardStore(store).update_refund(
+                    refund_id, state="approved", network_transaction_id=resp.network_transaction_id
+                )
+                self.m._event(store, p, EventType.REFUNDED, now, data)
+                return p
+
+            return once(store, idem, now, run, encode)
+
+        return await self.d.db.write(outcome)
+
+    # -- batch close -------------------------------------------------------------------
+
+    async def close_batch(
+        self, who: MerchantPrincipal, idem: Idem, encode: Callable[[BatchInfo], bytes]
+    ) -> bytes:
+        def intent(store: SqlStore) -> bytes | BatchTotals:
+            blob = self._replay(store, idem)
+            if blob is not None:
+                return blob
+            self.m.merchant(store, who.merchant_id)
+            cs = CardStore(store)
+            sales = cs.unbatched_captures(who.merchant_id)
+            refunds = cs.unbatched_refunds(who.merchant_id)
+            return BatchTotals(
+                len(sales),
+                sum(int(r["captured_minor"] or 0) for r in sales),
+                len(refunds),
+                sum(int(r["amount_minor"]) for r in refunds),
+            )
+
+        got = await self.d.db.write(intent)
+        if isinstance(got, bytes):
+            return got
+        totals = got
+        try:
+            res = await self.client.close_batch(who.merchant_id, totals=totals)
+        except CardNetworkError as exc:
+            raise self._unavailable(exc, "batch close") from None
+        if not res.approved or res.batch_id is None:
+            meta = {}
+            if res.totals is not None:
+                meta = {
+                    "network_sales_count": str(res.totals.sales_count),
+                    "network_sales_minor": str(res.totals.sales_minor),
+                    "psp_sales_count": str(totals.sales_count),
+                    "psp_sales_minor": str(totals.sales_minor),
+                }
+            raise PreconditionFailed(
+                f"the card network did not close the batch: {res.text}",
+                reason="CARD_BATCH_OUT_OF_BALANCE"
+                if res.response_code == "95"
+                else response_code(res.response_code).reason,
+                **meta,
+            )
+        batch_id = res.batch_id
+        rows: list[SettlementRow] | None = None
+        path = ""
+        if self.settlement_dir is not None:
+            f = self.settlement_dir / f"{batch_id}.csv"
+            if f.exists():
+                rows = parse_csv(f.read_text(encoding="utf-8"))
+                path = str(f)
+            else:
+                log.warning("settlement file of batch %s not found", batch_id)
+        mmdd = res.settlement_mmdd or ""
+        chargebacks = res.chargebacks
+
+        def outcome(store: SqlStore) -> bytes:
+            now = self._now()
+
+            def run() -> BatchInfo:
+                return self._book_batch(store, who, batch_id, mmdd, rows, path, chargebacks, now)
+
+            return once(store, idem, now, run, encode)
+
+        return await self.d.db.write(outcome)
+
+    def _book_batch(
+        self,
+        store: SqlStore,
+        who: MerchantPrincipal,
+        batch_id: str,
+        mmdd: str,
+        rows: list[SettlementRow] | None,
+        path: str,
+        chargebacks: tuple[object, ...],
+        now: datetime,
+    ) -> BatchInfo:
+        from psp_server.adapters.cardnet_client import Chargeback
+
+        m = self.m.merchant(store, who.merchant_id)
+        cur = m.currency
+        cs = CardStore(store)
+        sales = cs.unbatched_captures(m.id)
+        refunds = cs.unbatched_refunds(m.id)
+        # Payout: captured card money becomes the merchant's balance.
+        postings: list[Posting] = []
+        gross = 0
+        for r in sales:
+            p = store.get_payment(r["payment_id"])
+            assert p is not None
+            fee = p.fee or Money.zero(cur)
+            amt = Money(int(r["captured_minor"]), r["currency"])
+            gross += amt.amount_minor
+            if amt.amount_minor - fee.amount_minor > 0:
+                postings.append(
+                    Posting(
+                        _pending(m.id, amt.currency),
+                        merchant(m.id, amt.currency),
+                        amt - fee,
+                    )
+                )
+            cs.update_card(r["payment_id"], batch_id=batch_id, state="settled", updated_at=now)
+        for r in refunds:
+            gross -= int(r["amount_minor"])
+            cs.update_refund(r["refund_id"], batch_id=batch_id, state="settled")
+        if postings:
+            store.post(
+                JournalEntry(
+                    id=ids.new_id("txn"),
+                    kind=EntryKind.CARD_PAYOUT,
+                    memo=f"card batch {batch_id} payout to {m.id}",
+                    postings=tuple(postings),
+                ),
+                now,
+            )
+        # Network fees and chargebacks, as the settlement file states them.
+        interchange = scheme = 0
+        fee_postings: list[Posting] = []
+        if rows is not None:
+            for row in rows:
+                if row.merchant_id != m.id:
+                    continue
+                pid = None
+                card = cs.card_by_ntid(row.network_transaction_id)
+                if card is not None:
+                    pid = card["payment_id"]
+                cs.insert_settlement(
+                    {
+                        "batch_id": batch_id,
+                        "merchant_id": m.id,
+                        "network_transaction_id": row.network_transaction_id,
+                        "type": row.type,
+                        "payment_id": pid,
+                        "gross_minor": row.gross,
+                        "interchange_minor": row.interchange,
+                        "scheme_fee_minor": row.scheme_fee,
+                        "net_minor": row.net,
+                        "currency": row.currency,
+                    }
+                )
+                c = row.currency
+                interchange += row.interchange
+                scheme += row.scheme_fee
+                if row.type == "fee":
+                    # The chargeback fee is the merchant's.
+                    if row.scheme_fee:
+                        fee_postings.append(
+                            Posting(merchant(m.id, c), _receivable(c), Money(row.scheme_fee, c))
+                        )
+                    continue
+                for part in (row.interchange, row.scheme_fee):
+                    if part > 0:
+                        fee_postings.append(Posting(_fees(c), _receivable(c), Money(part, c)))
+                    elif part < 0:  # interchange given back with a chargeback
+                        fee_postings.append(Posting(_receivable(c), _fees(c), Money(-part, c)))
+            if fee_postings:
+                store.post(
+                    JournalEntry(
+                        id=ids.new_id("txn"),
+                        kind=EntryKind.CARD_FEES,
+                        memo=f"card batch {batch_id} network fees",
+                        postings=tuple(fee_postings),
+                    ),
+                    now,
+                )
+        for cb in chargebacks:
+            assert isinstance(cb, Chargeback)
+            self._chargeback(
+                store, m.id, cb.network_transaction_id, cb.amount, cb.reason_code, batch_id, now
+            )
+        settle_on = _settlement_date(now, mmdd)
+        count = len(sales) + len(refunds)
+        net = gross - interchange - scheme
+        if rows is not None:
+            mine = [r for r in rows if r.merchant_id == m.id]
+            gross = sum(r.gross for r in mine)
+            net = sum(r.net for r in mine)
+            count = len(mine)
+        cs.insert_batch(
+            {
+                "id": batch_id,
+                "merchant_id": m.id,
+                "settlement_date": settle_on,
+                "count": count,
+                "gross_minor": gross,
+                "interchange_minor": interchange,
+                "scheme_fee_minor": scheme,
+                "net_minor": net,
+                "currency": cur,
+                "settlement_file": path,
+                "closed_at": now,
+            }
+        )
+        return BatchInfo(
+            batch_id,
+            count,
+            Money(gross, cur),
+            Money(interchange, cur),
+            Money(scheme, cur),
+            Money(net, cur),
+            now,
+            path,
+        )
+
+    def _chargeback(
+        self,
+        store: SqlStore,
+        merchant_id: str,
+        ntid: str,
+        amount: Money,
+        reason_code: str,
+        batch_id: str,
+        now: datetime,
+    ) -> None:
+        """A chargeback becomes a dispute: the merchant is debited, the payment DISPUTED."""
+        cs = CardStore(store)
+        if cs.dispute_by_ntid(ntid) is not None:
+            return
+        card = cs.card_by_ntid(ntid)
+        if card is None:
+            log.warning("chargeback for an unknown network transaction %s", ntid)
+            return
+        p = store.get_payment(card["payment_id"], for_update=True)
+        assert p is not None
+        version = p.version
+        p.dispute(now)
+        cur = amount.currency
+        store.post(
+            JournalEntry(
+                id=ids.new_id("txn"),
+                kind=EntryKind.CHARGEBACK,
+                payment_id=p.id,
+                memo=f"chargeback {reason_code} of {p.id}",
+                postings=(Posting(merchant(merchant_id, cur), _receivable(cur), amount),),
+            ),
+            now,
+        )
+        cs.insert_dispute(
+            {
+                "id": ids.new_id("dsp"),
+                "payment_id": p.id,
+                "merchant_id": merchant_id,
+                "network_transaction_id": ntid,
+                "amount_minor": amount.amount_minor,
+                "currency": cur,
+                "reason_code": reason_code,
+                "status": "open",
+                "evidence": "",
+                "batch_id": batch_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        data = store.update_payment(p, version)
+        self.m._event(store, p, EventType.DISPUTED, now, data)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover_sync(self) -> int:
+        """At start-up: a swipe recorded as sent but never answered (the PSP stopped in
+        between) is reversed, through the persistent queue."""
+        rows = self.d.db.read_sync(lambda s: CardStore(s).cards_in_state("sent"))
+        for row in rows:
+            item = PendingReversal(self._ref(row), self.client.new_trace(), self._now())
+            pid = row["payment_id"]
+
+            def job(store: SqlStore, item: PendingReversal = item, pid: str = pid) -> None:
+                cs = CardStore(store)
+                cs.add_reversal(item)
+                cs.delete_card(pid)
+
+            self.d.db.write_sync(job)
+        return len(rows)
+
+    async def retry_reversals(self) -> int:
+        """Deliver queued reversals; returns how many are still queued."""
+        if not self.client.pending_reversals():
+            return 0
+        results = await self.client.retry_pending_reversals()
+        return sum(1 for r in results if r.status is ReversalStatus.QUEUED)
+
+    def list_disputes(self, merchant_id: str | None = None) -> list[Dispute]:
+        return DisputeServices(self.d, self.m).list(merchant_id)
+
+
+class DisputeServices:
+    """Chargebacks as disputes: the merchant accepts one or submits evidence; the
+    network's decision is then recorded (won: the amount comes back; lost: it stays
+    charged back). No network I/O: usable from the operator's command line."""
+
+    def __init__(self, deps: Deps, merchants: MerchantServices) -> None:
+        self.d = deps
+        self.m = merchants
+
+    def list(self, merchant_id: str | None = None) -> list[Dispute]:
+        rows = self.d.db.read_sync(lambda s: CardStore(s).list_disputes(merchant_id))
+        return [_dispute(r) for r in rows]
+
+    def _change(
+        self,
+        dispute_id: str,
+        allowed: tuple[str, ...],
+        to: str,
+        evidence: str | None,
+        won: bool | None,
+    ) -> Dispute:
+        def job(store: SqlStore) -> Dispute:
+            now = self.d.clock.now()
+            cs = CardStore(store)
+            d = cs.get_dispute(dispute_id)
+            if d is None:
+                raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
+            if d["status"] not in allowed:
+                raise PreconditionFailed(
+                    f"dispute is {d['status']}", reason="DISPUTE_NOT_OPEN", dispute_id=dispute_id
+                )
+            values: dict[str, object] = {"status": to, "updated_at": now}
+            if evidence is not None:
+                values["evidence"] = evidence
+            cs.update_dispute(dispute_id, **values)
+            if won is not None:
+                p = store.get_payment(d["payment_id"], for_update=True)
+                assert p is not None
+                version = p.version
+                p.resolve_dispute(now, won=won)
+                amount = Money(d["amount_minor"], d["currency"])
+                if won:  # the network gives the amount back to the merchant
+                    cur = amount.currency
+                    store.post(
+                        JournalEntry(
+                            id=ids.new_id("txn"),
+                            kind=EntryKind.CHARGEBACK,
+                            payment_id=p.id,
+                            memo=f"dispute {dispute_id} won: chargeback reversed",
+                            postings=(
+                                Posting(_receivable(cur), merchant(p.merchant_id, cur), amount),
+                            ),
+                        ),
+                        now,
+                    )
+                data = store.update_payment(p, version)
+                event = EventType.SUCCEEDED if won else EventType.REFUNDED
+                self.m._event(store, p, event, now, data)
+            d = cs.get_dispute(dispute_id)
+            assert d is not None
+            return _dispute(d)
+
+        return self.d.db.write_sync(job)
+
+    def accept(self, dispute_id: str) -> Dispute:
+        """The merchant accepts the chargeback: it stands."""
+        return self._change(dispute_id, ("open",), "accepted", None, won=False)
+
+    def submit_evidence(self, dispute_id: str, evidence: str) -> Dispute:
+        check_text(evidence, "evidence", max_len=2000, required=True)
+        return self._change(dispute_id, ("open",), "evidence_submitted", evidence, None)
+
+    def decide(self, dispute_id: str, *, won: bool) -> Dispute:
+        """Record the network's decision on submitted evidence."""
+        return self._change(
+            dispute_id, ("evidence_submitted",), "won" if won else "lost", None, won=won
+        )
+
+
+def _dispute(r: Row) -> Dispute:
+    return Dispute(
+        r["id"],
+        r["payment_id"],
+        r["merchant_id"],
+        r["network_transaction_id"],
+        Money(r["amount_minor"], r["currency"]),
+        r["reason_code"],
+        r["status"],
+        r["evidence"],
+        r["created_at"],
+    )
+
+
+def _settlement_date(now: datetime, mmdd: str) -> str:
+    if len(mmdd) != 4:
+        return now.date().isoformat()
+    year = now.year + (1 if mmdd < f"{now.month:02d}{now.day:02d}" else 0)
+    return f"{year}-{mmdd[:2]}-{mmdd[2:]}"
