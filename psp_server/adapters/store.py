@@ -116,6 +116,16 @@ _Q_ACTIVITY = Sql(
 _Q_STATIC = Sql("SELECT token, merchant_id, terminal_id FROM static_qrs WHERE token = :token")
 
 
+_ENGINE_KEYS: dict[int, str] = {}
+
+
+def _engine_key(conn: Connection) -> str:
+    key = _ENGINE_KEYS.get(id(conn.engine))
+    if key is None:
+        key = _ENGINE_KEYS[id(conn.engine)] = str(conn.engine.url)
+    return key
+
+
 # Account ids never change once created: cache them per process.
 _ACCOUNT_IDS: dict[tuple[str, str, str, str], str] = {}
 
@@ -128,7 +138,7 @@ class SqlStore:
     def __init__(self, conn: Connection, hooks: list[Callable[[], None]] | None = None) -> None:
         self.conn = conn
         self.hooks = hooks if hooks is not None else []
-        self._db_key = str(conn.engine.url)
+        self._db_key = _engine_key(conn)
         self.is_postgres = conn.dialect.name == "postgresql"
         self._cur: Any = None
         self._new_accounts: dict[tuple[str, str, str, str], str] = {}
@@ -154,7 +164,7 @@ class SqlStore:
             return None
         if isinstance(value, datetime):
             return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        return datetime.strptime(value, _SQLITE_TS).replace(tzinfo=UTC)
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
     def after_commit(self, hook: Callable[[], None]) -> None:
         self.hooks.append(hook)

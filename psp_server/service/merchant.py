@@ -143,6 +143,9 @@ class MerchantServices:
     # -- use cases ---------------------------------------------------------------------
 
     async def get_merchant(self, who: MerchantPrincipal) -> Merchant:
+        cached = self._merchants.get(who.merchant_id)
+        if cached is not None:
+            return cached
         return await self.d.db.read(lambda s: self.merchant(s, who.merchant_id))
 
     async def create_payment(

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psp_server.domain.errors import PreconditionFailed, ValidationError
@@ -28,6 +28,9 @@ class QuoteData:
     expires_at: int  # unix seconds
 
 
+_FIELDS = tuple(QuoteData.__dataclass_fields__)
+
+
 def _sig(secret: bytes, body: bytes) -> str:
     mac = hmac.new(secret, b"quote:" + body, hashlib.sha256).digest()[:18]
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
@@ -35,7 +38,9 @@ def _sig(secret: bytes, body: bytes) -> str:
 
 def sign(secret: bytes, q: QuoteData) -> str:
     body = (
-        base64.urlsafe_b64encode(json.dumps(asdict(q), separators=(",", ":")).encode())
+        base64.urlsafe_b64encode(
+            json.dumps({f: getattr(q, f) for f in _FIELDS}, separators=(",", ":")).encode()
+        )
         .decode()
         .rstrip("=")
     )

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from psp_server.adapters.db import GroupCommitWriter, make_engine
 from psp_server.adapters.store import SqlStore, StaleWrite
-
-if TYPE_CHECKING:
-    from sqlalchemy import Connection
 
 T = TypeVar("T")
 
@@ -29,6 +26,7 @@ class Database:
         self.read_engine: Engine = make_engine(url, writer=False)
         self.writer = GroupCommitWriter(self.write_engine, max_batch=max_batch)
         self.inline_reads = self.read_engine.dialect.name == "sqlite"
+        self._inline: Connection | None = None
 
     @property
     def is_postgres(self) -> bool:
@@ -67,11 +65,24 @@ class Database:
     async def read(self, fn: Callable[[SqlStore], T]) -> T:
         if self.inline_reads:
             # A SQLite read is a few dozen microseconds of local work, cheaper than the
-            # hop to a thread and back; it never waits on the writer (WAL).
-            return self.read_sync(fn)
+            # hop to a thread and back; it never waits on the writer (WAL). One
+            # connection serves the event loop's reads, one short transaction each.
+            conn = self._inline
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._inline = self.read_engine.connect()
+            try:
+                with conn.begin():
+                    return fn(SqlStore(conn))
+            except BaseException:
+                if conn.invalidated:
+                    self._inline = None
+                raise
         return await asyncio.to_thread(self.read_sync, fn)
 
     def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         self.writer.close()
         self.write_engine.dispose()
         self.read_engine.dispose()
