@@ -104,35 +104,58 @@ def _top_up_if_low(app: Any, shop: DemoShop) -> None:
         app.admin.top_up(c.id, 250_00 - bal, "EUR")
 
 
-def start_psp(data: Path, db_url: str, port: int) -> tuple[subprocess.Popen[str], str]:
-    log = open(data / "psp.log", "a")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "psp_server",
-            "psp",
-            "serve",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data",
-            str(data),
-            "--db",
-            db_url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+def _start(cmd: list[str], prefix: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
+    log = open(log_path, "a")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the PSP did not start; see {data / 'psp.log'}")
-        if line.startswith("psp listening on "):
+            raise RuntimeError(f"{cmd[3]} did not start; see {log_path}")
+        if line.startswith(prefix):
             return proc, line.split()[3]
-    raise RuntimeError("the PSP did not start in time")
+    raise RuntimeError(f"{cmd[3]} did not start in time; see {log_path}")
+
+
+def start_cardnet(data: Path) -> tuple[subprocess.Popen[str], str]:
+    """The card-network + issuer simulator, as its own process."""
+    return _start(
+        [
+            sys.executable,
+            "-m",
+            "psp_server",
+            "cardnet",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            str(data / "cardnet"),
+        ],
+        "cardnet listening on",
+        data / "cardnet.log",
+    )
+
+
+def start_psp(
+    data: Path, db_url: str, port: int, cardnet: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "psp_server",
+        "psp",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data",
+        str(data),
+        "--db",
+        db_url,
+    ]
+    if cardnet:
+        cmd += ["--cardnet", cardnet, "--settlement-dir", str(data / "cardnet" / "settlement")]
+    return _start(cmd, "psp listening on ", data / "psp.log")
 
 
 def half_blocks(payload: str, color: bool = True) -> list[str]:
@@ -161,7 +184,7 @@ def half_blocks(payload: str, color: bool = True) -> list[str]:
     return lines
 
 
-def play_sale(address: str, shop: DemoShop, out: Any = sys.stdout) -> bool:
+def play_sale(address: str, shop: DemoShop, out: Any = sys.stdout, card: bool = False) -> bool:
     """One sale, end to end over gRPC, printing each step. True when all worked."""
     import grpc
 
@@ -257,6 +280,29 @@ def play_sale(address: str, shop: DemoShop, out: Any = sys.stdout) -> bool:
         )
         after = wallet.GetBalance(wallet_pb2.GetBalanceRequest(), metadata=wmd).available
         step("balance dropped by 12.50", before.amount_minor - after.amount_minor == 12_50)
+        if card:
+            # What a USB magstripe reader types for the simulator's approving test card.
+            track = (
+                "%B4111111111111111^DEMO/ALEX^3012101000000000000?"
+                ";4111111111111111=30121010000000000000?"
+            )
+            t2 = time.perf_counter()
+            cp = merchant.SwipeCard(
+                merchant_pb2.SwipeCardRequest(
+                    track_data=track,
+                    amount=common_pb2.Money(amount_minor=8_90, currency="EUR"),
+                    order_id=f"CARD-{uuid.uuid4().hex[:6].upper()}",
+                    action=merchant_pb2.CARD_ACTION_SALE,
+                    idempotency_key=uuid.uuid4().hex,
+                ),
+                metadata=mmd,
+            )
+            step(
+                "card swipe approved",
+                cp.status == common_pb2.PAYMENT_STATUS_SUCCEEDED,
+                f"{cp.card.brand} {cp.card.pan_masked}, auth {cp.card.auth_code}, "
+                f"{(time.perf_counter() - t2) * 1000:.0f} ms through the card network",
+            )
     return ok
 
 
@@ -267,16 +313,21 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"data directory: {data}", flush=True)
     shop = seed(data, db_url)
     port = 0 if args.headless else args.psp_port
+    children: list[subprocess.Popen[str]] = []
     try:
-        psp, address = start_psp(data, db_url, port)
+        cardnet_proc, cardnet = start_cardnet(data)
+        children.append(cardnet_proc)
+        psp, address = start_psp(data, db_url, port, cardnet)
+        children.append(psp)
     except RuntimeError as exc:
+        for proc in children:
+            proc.terminate()
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    children = [psp]
     try:
-        print(f"PSP listening on {address}", flush=True)
+        print(f"card network simulator on {cardnet}; PSP listening on {address}", flush=True)
         if args.headless:
-            ok = play_sale(address, shop)
+            ok = play_sale(address, shop, card=True)
             print("demo sale: " + ("all steps succeeded" if ok else "FAILED"), flush=True)
             return 0 if ok else 1
         if not args.no_wallet:
