@@ -1,4 +1,5 @@
-"""Till latency, end to end against a real PSP on loopback (SQLite, in-process server thread):
+"""Till latency, end to end against a real PSP on loopback (``scanpay psp serve`` as its own
+process over SQLite, as a till and its PSP are in a shop):
 
 - Enter -> QR on screen: from the Enter key event to the first frame that draws the QR code
   (the till journals the order with fsync, calls CreatePayment, renders the half blocks);
@@ -8,7 +9,10 @@
 The till runs headless under Textual's Pilot at 80x24; "a frame" is Textual's own display call
 for the screen (what a terminal would be sent), timed by wrapping ``App._display``.
 
-    .venv/bin/python benchmarks/till_latency.py [--runs 60] [--size 80x24]
+    .venv/bin/python benchmarks/till_latency.py [--runs 60] [--size 80x24] [--in-process]
+
+``--in-process`` runs the PSP in a thread of the benchmark's own process instead (the test
+harness ``LivePsp``), where it competes with the till for the GIL.
 
 Targets: p99 under 150 ms (Enter -> QR) and under 100 ms (pay -> PAID).
 """
@@ -38,11 +42,29 @@ from pos_terminal.screens.checkout import CheckoutScreen  # noqa: E402
 from pos_terminal.screens.sale import SaleScreen  # noqa: E402
 from pos_terminal.state import Backoff  # noqa: E402
 from pos_terminal.testing import settle, type_burst, until  # noqa: E402
-from protos.scanpay.v1 import wallet_pb2  # noqa: E402
-from tests.support.psp import LivePsp, bearer  # noqa: E402
+from protos.scanpay.v1 import wallet_pb2, wallet_pb2_grpc  # noqa: E402
+from tests.support.psp import LivePsp, PspProcess, bearer  # noqa: E402
+
+PASSWORD = "correct horse"
+PROCESS_SECRET = b"process-test-secret"  # what PspProcess gives the server
 
 TARGET_QR_MS = 150.0
 TARGET_PAID_MS = 100.0
+
+
+class TimedClient(GrpcPspClient):
+    """Notes how long each CreatePayment round trip takes (the PSP's share)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.create_ms: list[float] = []
+
+    async def create_payment(self, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await super().create_payment(**kwargs)
+        finally:
+            self.create_ms.append((time.perf_counter() - start) * 1000)
 
 
 class TimedTill(PosApp):
@@ -78,23 +100,62 @@ def summary(name: str, samples: list[float], target: float) -> str:
     )
 
 
-async def run(runs: int, size: tuple[int, int]) -> int:
+def seed(data: Path, email: str) -> str:
+    """A merchant with one till and a rich consumer, straight into the database."""
+    from psp_server.bootstrap import build_app
+    from psp_server.config import Settings
+
+    data.mkdir(parents=True, exist_ok=True)
+    app = build_app(
+        Settings(data_dir=data, db_url=f"sqlite:///{data / 'psp.db'}", secret=PROCESS_SECRET)
+    )
+    merchant = app.admin.create_merchant(
+        name="Corner Bakery", city="Berlin", country="DE", currency="EUR", mcc="5462"
+    )
+    terminal = app.admin.create_terminal(merchant.id, "Till 1")
+    consumer = app.admin.create_consumer(email=email, password=PASSWORD, currency="EUR", kyc_tier=3)
+    app.admin.top_up(consumer.id, 1_000_000_00, "EUR")
+    app.close()
+    return str(terminal.api_key)
+
+
+async def run(runs: int, size: tuple[int, int], in_process: bool = False) -> int:
     data = Path(tempfile.mkdtemp(prefix="till-bench-"))
-    psp = LivePsp(data / "psp").start()
+    email = f"bench-{uuid.uuid4().hex[:6]}@example.com"
+    psp: LivePsp | PspProcess
+    if in_process:
+        psp = LivePsp(data / "psp").start()
+        api_key = psp.create_merchant().api_key
+        psp.create_consumer(email, PASSWORD, balance_minor=1_000_000_00, kyc_tier=3)
+    else:
+        api_key = seed(data / "psp", email)
+        psp = PspProcess(data / "psp").start()
     try:
-        creds = psp.create_merchant()
-        email = f"bench-{uuid.uuid4().hex[:6]}@example.com"
-        psp.create_consumer(email, balance_minor=1_000_000_00, kyc_tier=3)
-        token = psp.login(email)
-        wallet = psp.wallet_stub()
+        import grpc
+
+        channel = grpc.insecure_channel(psp.address)
+        wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        token = wallet.Login(wallet_pb2.LoginRequest(email=email, password=PASSWORD)).access_token
         md = bearer(token)
 
+        client = TimedClient(psp.address, api_key)
         app = TimedTill(
-            GrpcPspClient(psp.address, creds.api_key),
+            client,
             data / "till",
             psp_address=psp.address,
             backoff=Backoff(0.05, 0.5),
         )
+        journal_ms: list[float] = []
+        record_order = app.journal.record_order
+
+        def timed_record_order(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return record_order(*args, **kwargs)
+            finally:
+                journal_ms.append((time.perf_counter() - start) * 1000)
+
+        app.journal.record_order = timed_record_order  # type: ignore[method-assign]
         to_qr: list[float] = []
         to_paid: list[float] = []
         answered_to_paid: list[float] = []
@@ -145,8 +206,9 @@ async def run(runs: int, size: tuple[int, int]) -> int:
                 await settle(pilot)
 
         load = os.getloadavg()
+        where = "in-process thread" if in_process else "separate process"
         print(
-            f"till latency, {runs} sales at {size[0]}x{size[1]}, Python "
+            f"till latency, {runs} sales at {size[0]}x{size[1]}, PSP in a {where}, Python "
             f"{platform.python_version()}, load average {load[0]:.1f}/{load[1]:.1f}"
         )
         print(f"{'':<26}{'n':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
@@ -156,11 +218,15 @@ async def run(runs: int, size: tuple[int, int]) -> int:
             f"{'(pay answered -> PAID)':<26}{len(answered_to_paid):>5}"
             f"{statistics.median(answered_to_paid):>9.1f}"
         )
+        print("parts of Enter -> QR:")
+        print(summary("  journal write + fsync", journal_ms[3:], TARGET_QR_MS))
+        print(summary("  CreatePayment RPC", client.create_ms[3:], TARGET_QR_MS))
         ok = sorted(to_qr)[-1 - len(to_qr) // 100] < TARGET_QR_MS and (
             sorted(to_paid)[-1 - len(to_paid) // 100] < TARGET_PAID_MS
         )
         return 0 if ok else 1
     finally:
+        channel.close()
         psp.stop()
 
 
@@ -168,9 +234,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--size", default="80x24")
+    parser.add_argument("--in-process", action="store_true")
     args = parser.parse_args()
     width, height = (int(x) for x in args.size.split("x"))
-    return asyncio.run(run(args.runs, (width, height)))
+    return asyncio.run(run(args.runs, (width, height), args.in_process))
 
 
 if __name__ == "__main__":
