@@ -37,6 +37,7 @@ from protos.scanpay.v1 import (  # noqa: E402
 )
 
 PASSWORD = "benchmark-password"
+CHANNELS = 8
 
 
 def start(
@@ -81,6 +82,16 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (the worker processes)."""
+    total = proc_cpu_seconds(pid)
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return total + sum(proc_cpu_seconds(int(k)) for k in kids)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -97,7 +108,11 @@ async def run_pay_load(
     server_pid: int | None = None,
 ) -> dict[str, object]:
     md_m = (("authorization", f"Bearer {api_key}"),)
-    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    # Several connections, so that several server processes (--workers) all get work.
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CHANNELS)
+    ]
     mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in channels]
     wstub = [wallet_pb2_grpc.WalletServiceStub(c) for c in channels]
     tokens = []
@@ -134,7 +149,7 @@ async def run_pay_load(
     async def worker(i: int) -> None:
         nonlocal done
         md_w = (("authorization", f"Bearer {tokens[i % len(tokens)]}"),)
-        ms, ws = mstub[i % 4], wstub[i % 4]
+        ms, ws = mstub[i % CHANNELS], wstub[i % CHANNELS]
         n = 0
         while time.perf_counter() < stop_at:
             n += 1
@@ -167,11 +182,11 @@ async def run_pay_load(
             done += 1
 
     started = time.perf_counter()
-    cpu0 = proc_cpu_seconds(server_pid) if server_pid else float("nan")
+    cpu0 = tree_cpu_seconds(server_pid) if server_pid else float("nan")
     own0 = time.process_time()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
-    server_cpu = (proc_cpu_seconds(server_pid) if server_pid else float("nan")) - cpu0
+    server_cpu = (tree_cpu_seconds(server_pid) if server_pid else float("nan")) - cpu0
     client_cpu = time.process_time() - own0
     # Wait (bounded) for the last events.
     deadline = time.perf_counter() + 10
@@ -250,6 +265,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=1, help="load-generator processes")
     ap.add_argument("--wallets", type=int, default=64)
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
+    ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -281,6 +297,8 @@ def main() -> int:
                 str(data),
                 "--db",
                 db,
+                "--workers",
+                str(args.workers),
             ],
             "psp listening on",
             env,
@@ -331,6 +349,7 @@ def main() -> int:
         if db.startswith("postgresql")
         else "sqlite (WAL, synchronous=FULL)",
         "cores": os.cpu_count(),
+        "server_workers": args.workers,
         "clients": args.clients,
         "concurrency": args.concurrency,
         "pay_per_s": round(pays / elapsed, 1),

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from psp_server.adapters import migrate
 from psp_server.config import Settings
@@ -144,10 +145,54 @@ def start_pg_listener(app: App) -> None:
     app._listener.start()
 
 
-async def start_background(app: App) -> None:
-    app._tasks.append(asyncio.create_task(sweep_expired(app)))
-    if app.cards is not None:
-        app._tasks.append(asyncio.create_task(retry_reversals(app)))
+async def follow_sqlite_log(app: App, interval: float = 0.005) -> None:
+    """Across server processes on one SQLite file (``--workers N``): watch the event log
+    for rows committed by the other processes and tell this process's streams, which then
+    read them from the log (the role LISTEN/NOTIFY plays on PostgreSQL). A notice for an
+    event this process already streamed is dropped by the stream's cursor."""
+    from sqlalchemy import text
+
+    def tail(after: int) -> list[tuple[int, str, int]]:
+        def q(store: Any) -> list[tuple[int, str, int]]:
+            rows = store.conn.execute(
+                text(
+                    "SELECT rowid, merchant_id, seq FROM events WHERE rowid > :after "
+                    "ORDER BY rowid LIMIT 2000"
+                ),
+                {"after": after},
+            ).all()
+            return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+        return app.db.read_sync(q)
+
+    def head() -> int:
+        def q(store: Any) -> int:
+            v = store.conn.execute(text("SELECT max(rowid) FROM events")).scalar()
+            return int(v or 0)
+
+        return app.db.read_sync(q)
+
+    last = head()
+    while True:
+        try:
+            rows = tail(last)
+            for rowid, merchant_id, seq in rows:
+                app.bus.publish(Notice(merchant_id, seq))
+                last = rowid
+        except Exception:  # keep following; the next round retries
+            log.exception("event log follower failed")
+        await asyncio.sleep(interval)
+
+
+async def start_background(app: App, *, primary: bool = True, follow_log: bool = False) -> None:
+    """``primary``: this process runs the sweeper and the card reversal retries (one per
+    deployment on SQLite). ``follow_log``: other processes write to the same SQLite file."""
+    if primary:
+        app._tasks.append(asyncio.create_task(sweep_expired(app)))
+        if app.cards is not None:
+            app._tasks.append(asyncio.create_task(retry_reversals(app)))
+    if follow_log and not app.db.is_postgres:
+        app._tasks.append(asyncio.create_task(follow_sqlite_log(app)))
     start_pg_listener(app)
 
 

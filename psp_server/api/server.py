@@ -27,6 +27,8 @@ def build_server(app: App, address: str) -> tuple[grpc.aio.Server, int]:
         interceptors=[RejectMalformed()],
         options=[
             ("grpc.max_receive_message_length", 1 << 20),
+            # Several server processes may serve one port (scanpay psp serve --workers N).
+            ("grpc.so_reuseport", 1),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,13 @@ def register(sub: Any) -> None:
         default=None,
         help="where the card network drops settlement files (default $SCANPAY_SETTLEMENT_DIR)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT) and the database",
+    )
+    serve.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     add_db_args(serve)
     serve.set_defaults(func=_serve)
     mig = psub.add_parser("migrate", help="bring the database schema up to date")
@@ -76,24 +85,85 @@ async def serve(args: argparse.Namespace) -> int:
         settings.cardnet = args.cardnet
     if args.settlement_dir is not None:
         settings.settlement_dir = args.settlement_dir
-    app = build_app(settings)
+    child = bool(args.worker_child)
+    workers = max(1, int(args.workers))
+    app = build_app(settings, migrate_schema=not child)
     server, port = build_server(app, args.listen)
     await server.start()
     await mark_serving(server)
-    await start_background(app)
+    await start_background(app, primary=not child, follow_log=workers > 1 or child)
     host = args.listen.rsplit(":", 1)[0]
-    print(f"psp listening on {host}:{port} (db {_safe_url(settings.db_url)})", flush=True)
+    procs = [] if child else _spawn_workers(args, host, port, workers - 1)
+    if not child:
+        extra = f", {workers} worker processes" if workers > 1 else ""
+        print(
+            f"psp listening on {host}:{port} (db {_safe_url(settings.db_url)}{extra})",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    print("psp stopping", flush=True)
+    if not child:
+        print("psp stopping", flush=True)
+    for proc in procs:
+        proc.terminate()
     await server.stop(grace=5)
     await stop_background(app)
     app.close()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     return 0
+
+
+def _spawn_workers(
+    args: argparse.Namespace, host: str, port: int, n: int
+) -> list[subprocess.Popen[bytes]]:
+    """More server processes on the same port: the kernel spreads connections over them
+    (SO_REUSEPORT), each has its own interpreter lock, and they share the database."""
+    procs = []
+    for _ in range(n):
+        cmd = [
+            sys.executable,
+            "-m",
+            "psp_server",
+            "psp",
+            "serve",
+            "--worker-child",
+            "--workers",
+            str(args.workers),
+            "--listen",
+            f"{host}:{port}",
+        ]
+        if args.data is not None:
+            cmd += ["--data", str(args.data)]
+        if args.db:
+            cmd += ["--db", args.db]
+        if args.public_url:
+            cmd += ["--public-url", args.public_url]
+        if args.cardnet:
+            cmd += ["--cardnet", args.cardnet]
+        if args.settlement_dir is not None:
+            cmd += ["--settlement-dir", str(args.settlement_dir)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent))
+    return procs
+
+
+def _die_with_parent() -> None:
+    """In a worker (Linux): get SIGTERM when the first process dies, even by SIGKILL, so
+    no orphaned worker keeps serving the port."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _serve(args: argparse.Namespace) -> int:

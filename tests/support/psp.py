@@ -290,10 +290,14 @@ def bearer(credential: str) -> tuple[tuple[str, str], ...]:
 class PspProcess:
     """``scanpay psp serve`` as its own OS process (for crash and restart tests)."""
 
-    def __init__(self, data_dir: Path, db_url: str | None = None, port: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, db_url: str | None = None, port: int = 0, workers: int = 1
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.db_url = db_url or f"sqlite:///{self.data_dir / 'psp.db'}"
         self.port = port
+        self.workers = workers
+        self._drainer: threading.Thread | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
 
@@ -312,6 +316,8 @@ class PspProcess:
                 str(self.data_dir),
                 "--db",
                 self.db_url,
+                "--workers",
+                str(self.workers),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -328,7 +334,8 @@ class PspProcess:
             if line.startswith("psp listening on "):
                 self.address = line.split()[3]
                 self.port = int(self.address.rsplit(":", 1)[1])
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return self
         raise TimeoutError("psp did not start")
 
@@ -341,6 +348,7 @@ class PspProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=30)
+        self._close_pipe()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -349,3 +357,11 @@ class PspProcess:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if self._drainer is not None:
+            self._drainer.join(timeout=10)
+            self._drainer = None
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()

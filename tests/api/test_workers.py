@@ -1,0 +1,114 @@
+"""``scanpay psp serve --workers 2``: two server processes on one port and one SQLite
+file. Connections land on either process; a terminal's stream on one sees, in order and
+once, the payments made through the other; one QR is paid once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from protos.scanpay.v1 import (
+    common_pb2,
+    merchant_pb2,
+    merchant_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
+from psp_server.bootstrap import build_app
+from psp_server.config import Settings
+from tests.support.psp import PspProcess, bearer
+
+SECRET = "process-test-secret"  # what PspProcess gives the server
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
+    data = tmp_path / "psp"
+    app = build_app(Settings(data_dir=data, secret=SECRET.encode()))
+    m = app.admin.create_merchant(
+        name="Two Process Shop", city="Berlin", country="DE", currency="EUR", mcc="5411"
+    )
+    key = app.admin.create_terminal(m.id, "T1").api_key
+    emails = [f"w{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(6)]
+    for e in emails:
+        c = app.admin.create_consumer(email=e, password="password1", currency="EUR", kyc_tier=2)
+        app.admin.top_up(c.id, 100_00, "EUR")
+    app.close()
+    proc = PspProcess(data, workers=2).start()
+    try:
+        yield proc, {"api_key": key, **{f"e{i}": e for i, e in enumerate(emails)}}
+    finally:
+        proc.stop()
+
+
+def channels(address: str, n: int) -> list[grpc.Channel]:
+    # Separate connections (no shared subchannel), so they spread over both processes.
+    return [
+        grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(n)
+    ]
+
+
+def test_stream_sees_payments_from_both_processes(
+    two_workers: tuple[PspProcess, dict[str, str]],
+) -> None:
+    proc, seed = two_workers
+    md = bearer(seed["api_key"])
+    received: list[tuple[int, str, str]] = []
+    started = threading.Event()
+    want = 12
+
+    def watch() -> None:
+        with grpc.insecure_channel(proc.address) as ch:
+            call = merchant_pb2_grpc.MerchantServiceStub(ch).WatchPayments(
+                merchant_pb2.WatchPaymentsRequest(), metadata=md, timeout=30
+            )
+            started.set()
+            for ev in call:
+                received.append(
+                    (int(ev.cursor), merchant_pb2.PaymentEventType.Name(ev.type), ev.payment.id)
+                )
+                if len(received) == want:
+                    call.cancel()
+                    return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    assert started.wait(10)
+    chans = channels(proc.address, 6)
+    paid = []
+    try:
+        for i, ch in enumerate(chans):
+            ms = merchant_pb2_grpc.MerchantServiceStub(ch)
+            ws = wallet_pb2_grpc.WalletServiceStub(ch)
+            p = ms.CreatePayment(
+                merchant_pb2.CreatePaymentRequest(
+                    order_id=f"W{i}",
+                    amount=common_pb2.Money(amount_minor=100 + i, currency="EUR"),
+                    idempotency_key=uuid.uuid4().hex,
+                ),
+                metadata=md,
+            )
+            s = ws.Login(wallet_pb2.LoginRequest(email=seed[f"e{i}"], password="password1"))
+            wmd = bearer(s.access_token)
+            q = ws.ResolveQr(wallet_pb2.ResolveQrRequest(payload=p.qr_payload), metadata=wmd)
+            ws.Pay(
+                wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key=uuid.uuid4().hex),
+                metadata=wmd,
+            )
+            paid.append(p.id)
+    finally:
+        for ch in chans:
+            ch.close()
+    t.join(30)
+    assert [c for c, _, _ in received] == list(range(1, want + 1))
+    assert [(k, pid) for _, k, pid in received] == [
+        (kind, pid)
+        for pid in paid
+        for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
+    ]
