@@ -106,6 +106,24 @@ class ClientError(Exception):
     def unimplemented(self) -> bool:
         return self.code == "UNIMPLEMENTED"
 
+    @property
+    def from_psp(self) -> bool:
+        """The PSP answered with a reason of its own (``CARD_NETWORK_TIMEOUT``), as opposed
+        to a transport failure (no answer at all: the reason is the bare gRPC code)."""
+        return self.reason != self.code
+
+    @property
+    def unreachable(self) -> bool:
+        """The PSP itself could not be reached or did not answer in time."""
+        return self.unavailable and not self.from_psp
+
+    @property
+    def card_network(self) -> bool:
+        """The PSP answered, but the card network behind it did not (or is switched off):
+        ``CARD_NETWORK_TIMEOUT`` (sent, answer lost, reversed: nothing charged) or
+        ``CARD_NETWORK_UNAVAILABLE`` (nothing sent)."""
+        return self.reason in ("CARD_NETWORK_TIMEOUT", "CARD_NETWORK_UNAVAILABLE")
+
 
 @dataclass(frozen=True, slots=True)
 class Merchant:
@@ -328,8 +346,11 @@ async def with_retries(
         try:
             return await call(attempt)
         except ClientError as exc:
-            retryable = exc.code == "UNAVAILABLE" or (
-                retry_deadline and exc.code in _RETRYABLE_CODES
+            # Only transport failures are repeated. An UNAVAILABLE the PSP answered with a
+            # reason of its own (the card network timed out and was reversed, a request still
+            # in progress) is an outcome for the screen to show, not a dropped connection.
+            retryable = not exc.from_psp and (
+                exc.code == "UNAVAILABLE" or (retry_deadline and exc.code in _RETRYABLE_CODES)
             )
             if not retryable or not delays:
                 raise

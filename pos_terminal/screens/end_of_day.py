@@ -7,10 +7,10 @@ import asyncio
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
-from pos_terminal.client import ClientError, DailySummary
+from pos_terminal.client import Batch, ClientError, DailySummary
 from pos_terminal.journal import Entry, new_key
 from pos_terminal.screens.base import PosScreen
 from pos_terminal.screens.dialogs import ConfirmScreen
@@ -39,6 +39,30 @@ def summary_lines(summary: DailySummary, width: int = 48) -> list[str]:
     return lines
 
 
+def batch_lines(batch: Batch, width: int = 48) -> list[str]:
+    """The settlement summary of a closed card batch: count, gross, network fees, net."""
+
+    def row(label: str, value: str) -> str:
+        return f"{label:<{width - 20}}{value:>20}"
+
+    fees = batch.interchange + batch.scheme_fees
+
+    def minus(amount: Money) -> str:
+        return f"-{amount.format()}" if amount.is_positive else amount.format()
+
+    return [
+        f"Card batch {batch.id}",
+        "-" * width,
+        row("Transactions settled", str(batch.count)),
+        row("Gross", batch.gross.format()),
+        row("  interchange", minus(batch.interchange)),
+        row("  scheme fees", minus(batch.scheme_fees)),
+        row("Fees", minus(fees)),
+        "=" * width,
+        row("Net to be paid out", batch.net.format()),
+    ]
+
+
 class EndOfDayScreen(PosScreen[None]):
     BINDINGS = [  # noqa: RUF012
         Binding("b", "close_batch", "Close card batch"),
@@ -49,12 +73,14 @@ class EndOfDayScreen(PosScreen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.summary: DailySummary | None = None
+        self.last_batch: Batch | None = None
 
     def compose(self) -> ComposeResult:
         yield ConnectionStatus()
-        with Vertical(id="day"):
+        with VerticalScroll(id="day"):
             yield Static("End of day", id="day-title")
             yield Static("Loading…", id="summary", markup=False)
+            yield Static("", id="batch", markup=False)
             yield Static("", id="message", markup=False)
         yield Footer(compact=True)
 
@@ -68,6 +94,10 @@ class EndOfDayScreen(PosScreen[None]):
     @property
     def summary_text(self) -> str:
         return str(self.query_one("#summary", Static).content)
+
+    @property
+    def batch_text(self) -> str:
+        return str(self.query_one("#batch", Static).content)
 
     @property
     def message(self) -> str:
@@ -132,17 +162,33 @@ class EndOfDayScreen(PosScreen[None]):
                     "available yet. The QR totals above are final.",
                     error=True,
                 )
-            elif exc.unavailable:
+            elif exc.unreachable:
                 self._say("Cannot reach the PSP. Press b to try again.", error=True)
+            elif exc.card_network:
+                self._say(
+                    "The card network did not answer the batch close. Press b to try again.",
+                    error=True,
+                )
+            elif exc.reason == "CARD_BATCH_OUT_OF_BALANCE":
+                self._say(
+                    "The card network's totals differ from the PSP's; the batch is still "
+                    "open. Call support before trying again.",
+                    error=True,
+                )
             else:
-                self._say(f"Batch close refused: {exc.reason} {exc.message}".strip(), error=True)
+                self._say(f"Batch close refused: {exc.reason}.", error=True)
             return
         await asyncio.to_thread(journal.finish, entry.idempotency_key)
         if self.guard.stale(token, self):
             return
-        self._say(
-            f"Batch {batch.id} closed: {batch.count} card payments, gross "
-            f"{batch.gross.format()}, interchange {batch.interchange.format()}, scheme fees "
-            f"{batch.scheme_fees.format()}, net {batch.net.format()}."
-        )
+        self.last_batch = batch
+        if batch.count == 0:
+            self.query_one("#batch", Static).update("")
+            self._say(
+                "Nothing new to settle: no card payments or refunds since the last batch "
+                "close. The batch is closed and empty."
+            )
+        else:
+            self.query_one("#batch", Static).update("\n".join(batch_lines(batch)))
+            self._say(f"Card batch closed: {batch.count} transaction(s) sent for settlement.")
         self.load()

@@ -24,7 +24,26 @@ _REFUND_ERRORS = {
     "REFUND_EXCEEDS_CAPTURED": "That is more than is left to refund on this payment.",
     "INVALID_AMOUNT": "The PSP does not accept this amount.",
     "PAYMENT_NOT_FOUND": "The PSP does not know this payment.",
+    "PAYMENT_NOT_REFUNDABLE": "This payment cannot be refunded (nothing is left to refund).",
     "IDEMPOTENCY_KEY_REUSED": "This refund was already sent with other details.",
+    "CARD_NETWORK_TIMEOUT": "The card network did not answer; the refund was reversed and "
+    "nothing was refunded. Press r to try again.",
+    "CARD_NETWORK_UNAVAILABLE": "The card network cannot be reached; nothing was refunded. "
+    "Press r to try again in a moment.",
+    "REQUEST_IN_PROGRESS": "The PSP is still working on this refund. Press r again in a "
+    "moment: it cannot happen twice.",
+}
+
+_VOID_ERRORS = {
+    "PAYMENT_NOT_VOIDABLE": "This payment can no longer be voided (its card batch is closed, "
+    "or it was refunded). Refund it instead.",
+    "CARD_REVERSAL_REFUSED": "The card network refused the void. Refund it instead.",
+    "NOT_A_CARD_PAYMENT": "Only card payments can be voided.",
+    "CARD_NETWORK_TIMEOUT": "The card network did not answer; nothing was voided. "
+    "Press v to try again.",
+    "CARD_NETWORK_UNAVAILABLE": "The card network cannot be reached; nothing was voided. "
+    "Press v to try again in a moment.",
+    "REQUEST_IN_PROGRESS": "The PSP is still working on this void. Press v again in a moment.",
 }
 
 
@@ -160,7 +179,7 @@ class PaymentScreen(PosScreen[None]):
             if self.guard.stale(token, self):
                 return
             self._busy(False)
-            if exc.unavailable:
+            if exc.unreachable:
                 self._say(
                     "Cannot reach the PSP. Press r to try again: the refund is kept and "
                     "cannot happen twice.",
@@ -225,10 +244,12 @@ class PaymentScreen(PosScreen[None]):
             self._busy(False)
             if exc.unimplemented:
                 self._say(f"{NOT_YET} Nothing was voided.", error=True)
-            elif exc.unavailable:
+            elif exc.unreachable:
                 self._say("Cannot reach the PSP. Press v to try again.", error=True)
+            elif exc.reason in _VOID_ERRORS:
+                self._say(_VOID_ERRORS[exc.reason], error=True)
             else:
-                self._say(f"Void refused: {exc.reason} {exc.message}".strip(), error=True)
+                self._say(f"Void refused: {exc.reason}.", error=True)
             return
         await asyncio.to_thread(self.pos.journal.finish, entry.idempotency_key)
         self.pos.remember(payment)
@@ -236,7 +257,10 @@ class PaymentScreen(PosScreen[None]):
             return
         self._busy(False)
         self._show_receipt()
-        self._say(f"Voided. Status: {payment.status.label}.")
+        self._say(
+            f"Voided {payment.amount.format()}: nothing is charged to the card. "
+            f"Status: {payment.status.label}."
+        )
 
     def action_back(self) -> None:
         self.dismiss(None)
