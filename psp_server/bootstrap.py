@@ -51,7 +51,11 @@ class App:
 
 
 def build_app(
-    settings: Settings, *, clock: Clock | None = None, migrate_schema: bool = True
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate_schema: bool = True,
+    primary: bool = True,
 ) -> App:
     settings.resolve()
     if migrate_schema:
@@ -61,11 +65,13 @@ def build_app(
     merchants = MerchantServices(deps)
     wallets = WalletServices(deps, merchants)
     admin = AdminServices(deps, merchants, wallets)
-    cards = build_cards(deps, merchants) if settings.cardnet else None
+    cards = build_cards(deps, merchants, recover=primary) if settings.cardnet else None
     return App(settings, deps, merchants, wallets, admin, cards)
 
 
-def build_cards(deps: Deps, merchants: MerchantServices) -> CardServices:
+def build_cards(deps: Deps, merchants: MerchantServices, *, recover: bool = True) -> CardServices:
+    """``recover``: reverse swipes a stop left unanswered; only the primary process does
+    it (a worker starting later must not touch requests another process has in flight)."""
     """The card rail: the network client (its reversal queue in the database), the PAN
     vault (key from configuration or its key file, never the database)."""
     from psp_server.adapters.card_store import SqlReversalQueue
@@ -80,6 +86,7 @@ def build_cards(deps: Deps, merchants: MerchantServices) -> CardServices:
     else:
         assert s.pan_key_file is not None
         vault = PanVault.from_key_file(s.pan_key_file)
+    queue = SqlReversalQueue(deps.db)
     client = CardNetworkClient(
         host,
         port,
@@ -87,17 +94,24 @@ def build_cards(deps: Deps, merchants: MerchantServices) -> CardServices:
         acquirer_id=s.acquirer_id,
         failure_threshold=s.cardnet_failure_threshold,
         reset_timeout=s.cardnet_reset_timeout,
-        reversal_queue=SqlReversalQueue(deps.db.write_sync, deps.db.read_sync),
+        reversal_queue=queue,
     )
-    cards = CardServices(deps, merchants, client, vault, s.settlement_dir)
-    if n := cards.recover_sync():
+    cards = CardServices(deps, merchants, client, vault, s.settlement_dir, queue)
+    if recover and (n := cards.recover_sync()):
         log.warning("%d card request(s) left unanswered by a stop; reversing them", n)
+    queue.load()
     return cards
 
 
 async def retry_reversals(app: App) -> None:
-    """Reverse on recovery: deliver queued reversals once the network answers again."""
+    """At start, finish card requests an earlier run left unbooked; then reverse on
+    recovery: deliver queued reversals once the network answers again."""
     assert app.cards is not None
+    try:  # first, finish what an earlier run sent but did not book
+        if n := await app.cards.recover():
+            log.warning("%d card request(s) left unbooked by a stop were finished", n)
+    except Exception:  # a client retry or the next start finishes them
+        log.exception("card recovery failed")
     while True:
         try:
             await app.cards.retry_reversals()
@@ -203,4 +217,5 @@ async def stop_background(app: App) -> None:
             await t
     app._tasks.clear()
     if app.cards is not None:
+        await app.cards.flush()
         await app.cards.client.close()

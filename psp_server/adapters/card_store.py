@@ -6,8 +6,10 @@ fingerprint and the masked number only.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 
@@ -16,7 +18,11 @@ from psp_server.adapters.cardnet_client import OriginalRef, PendingReversal, Tra
 from psp_server.adapters.store import SqlStore
 from psp_server.domain.money import Money
 
+if TYPE_CHECKING:
+    from psp_server.service.runtime import Database
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -74,6 +80,43 @@ class CardStore:
         ).all()
         return [dict(r._mapping) for r in rows]
 
+    def pending_captures(self) -> list[Row]:
+        """Authorizations whose capture advice was recorded (job 1) but not booked."""
+        c = t.card_payments.c
+        rows = self.conn.execute(
+            select(t.card_payments)
+            .where(c.state == "authorized", c.capture_stan.is_not(None))
+            .order_by(c.updated_at)
+        ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def tag_for_batch(self, merchant_id: str, close_id: str) -> None:
+        """Claim the merchant's captured, unbatched payments and approved refunds for the
+        batch close ``close_id`` (job 1 of a close; they leave the open batch)."""
+        c = t.card_payments.c
+        self.conn.execute(
+            update(t.card_payments)
+            .where(c.merchant_id == merchant_id, c.state == "captured", c.batch_id.is_(None))
+            .values(batch_id=close_id)
+        )
+        r = t.card_refunds.c
+        self.conn.execute(
+            update(t.card_refunds)
+            .where(r.merchant_id == merchant_id, r.state == "approved", r.batch_id.is_(None))
+            .values(batch_id=close_id)
+        )
+
+    def untag_batch(self, close_id: str) -> None:
+        """A close the network did not perform: its payments and refunds are open again."""
+        c = t.card_payments.c
+        self.conn.execute(
+            update(t.card_payments).where(c.batch_id == close_id).values(batch_id=None)
+        )
+        r = t.card_refunds.c
+        self.conn.execute(
+            update(t.card_refunds).where(r.batch_id == close_id).values(batch_id=None)
+        )
+
     def cards_in_batch(self, batch_id: str) -> list[Row]:
         c = t.card_payments.c
         rows = self.conn.execute(select(t.card_payments).where(c.batch_id == batch_id)).all()
@@ -91,6 +134,28 @@ class CardStore:
     def delete_refund(self, refund_id: str) -> None:
         c = t.card_refunds.c
         self.conn.execute(delete(t.card_refunds).where(c.refund_id == refund_id))
+
+    def get_refund(self, refund_id: str, *, for_update: bool = False) -> Row | None:
+        c = t.card_refunds.c
+        q = select(t.card_refunds).where(c.refund_id == refund_id)
+        if for_update and self.s.is_postgres:
+            q = q.with_for_update()
+        row = self.conn.execute(q).first()
+        return None if row is None else dict(row._mapping)
+
+    def refund_by_idem(self, scope: str, key: str) -> Row | None:
+        c = t.card_refunds.c
+        row = self.conn.execute(
+            select(t.card_refunds).where(c.idem_scope == scope, c.idem_key == key)
+        ).first()
+        return None if row is None else dict(row._mapping)
+
+    def refunds_in_state(self, state: str) -> list[Row]:
+        c = t.card_refunds.c
+        rows = self.conn.execute(
+            select(t.card_refunds).where(c.state == state).order_by(c.created_at)
+        ).all()
+        return [dict(r._mapping) for r in rows]
 
     def refund_by_ntid(self, ntid: str) -> Row | None:
         c = t.card_refunds.c
@@ -127,6 +192,41 @@ class CardStore:
         c = t.card_batches.c
         rows = self.conn.execute(select(t.card_batches).where(c.settlement_date == day)).all()
         return [dict(r._mapping) for r in rows]
+
+    # -- batch closes in flight ------------------------------------------------------------
+
+    def insert_close(self, values: Row) -> None:
+        self.conn.execute(insert(t.card_batch_closes).values(**values))
+
+    def get_close(self, close_id: str, *, for_update: bool = False) -> Row | None:
+        c = t.card_batch_closes.c
+        q = select(t.card_batch_closes).where(c.id == close_id)
+        if for_update and self.s.is_postgres:
+            q = q.with_for_update()
+        row = self.conn.execute(q).first()
+        return None if row is None else dict(row._mapping)
+
+    def close_by_idem(self, scope: str, key: str) -> Row | None:
+        c = t.card_batch_closes.c
+        row = self.conn.execute(
+            select(t.card_batch_closes).where(c.idem_scope == scope, c.idem_key == key)
+        ).first()
+        return None if row is None else dict(row._mapping)
+
+    def closes_in_state(self, state: str, merchant_id: str | None = None) -> list[Row]:
+        c = t.card_batch_closes.c
+        q = select(t.card_batch_closes).where(c.state == state).order_by(c.created_at)
+        if merchant_id is not None:
+            q = q.where(c.merchant_id == merchant_id)
+        return [dict(r._mapping) for r in self.conn.execute(q).all()]
+
+    def update_close(self, close_id: str, **values: Any) -> None:
+        c = t.card_batch_closes.c
+        self.conn.execute(update(t.card_batch_closes).where(c.id == close_id).values(**values))
+
+    def delete_close(self, close_id: str) -> None:
+        c = t.card_batch_closes.c
+        self.conn.execute(delete(t.card_batch_closes).where(c.id == close_id))
 
     def insert_settlement(self, values: Row) -> None:
         self.conn.execute(insert(t.card_settlements).values(**values))
@@ -216,24 +316,76 @@ class CardStore:
 
 class SqlReversalQueue:
     """The client's ReversalQueue in the PSP's database, so a reversal queued before a
-    crash is still delivered after the restart. Writes go through the group-commit writer
-    synchronously (the client's protocol is synchronous; these are rare)."""
+    crash is still delivered after the restart.
 
-    def __init__(
-        self,
-        write: Callable[[Callable[[SqlStore], Any]], Any],
-        read: Callable[[Callable[[SqlStore], Any]], Any],
-    ) -> None:
-        self._write = write
-        self._read = read
+    The client's protocol is synchronous and called from the event loop, which must never
+    block on the database: ``add``/``remove`` update an in-memory view at once and hand the
+    write to the async ``Database.write`` in a task. ``flush`` waits for those writes: a
+    caller that is about to drop the record a queued reversal replaces (the intent row of
+    a lost swipe or refund) awaits it first, so a crash in between never loses both.
+    ``items`` is the in-memory view; ``load`` (start-up) and ``refresh`` (async
+    ``Database.read``, picks up what another process queued) fill it from the table.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._items: dict[str, PendingReversal] = {}
+        self._writes: set[asyncio.Future[None]] = set()
+        # Local changes made while a refresh reads the table: applied over what it read.
+        self._since: dict[str, PendingReversal | None] | None = None
+
+    def load(self) -> None:
+        """At start-up, before the event loop serves anything."""
+        rows: list[PendingReversal] = self._db.read_sync(lambda s: CardStore(s).reversals())
+        self._items = {r.key: r for r in rows}
+
+    async def refresh(self) -> None:
+        await self.flush()
+        self._since = {}
+        try:
+            rows: list[PendingReversal] = await self._db.read(lambda s: CardStore(s).reversals())
+            since = self._since
+        finally:
+            self._since = None
+        items = {r.key: r for r in rows}
+        for key, item in since.items():
+            if item is None:
+                items.pop(key, None)
+            else:
+                items[key] = item
+        self._items = items
+
+    async def flush(self) -> None:
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+
+    def _submit(self, job: Callable[[SqlStore], None]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a command-line tool): write directly
+            self._db.write_sync(job)
+            return
+        fut = loop.create_task(self._db.write(job))
+        self._writes.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[None]) -> None:
+        self._writes.discard(fut)
+        if not fut.cancelled() and (exc := fut.exception()) is not None:
+            log.error("could not persist a card reversal: %s", exc)
 
     def add(self, item: PendingReversal) -> None:
-        self._write(lambda s: CardStore(s).add_reversal(item))
+        self._items[item.key] = item
+        if self._since is not None:
+            self._since[item.key] = item
+        self._submit(lambda s: CardStore(s).add_reversal(item))
 
     def remove(self, item: PendingReversal) -> None:
         key = item.key
-        self._write(lambda s: CardStore(s).remove_reversal(key))
+        self._items.pop(key, None)
+        if self._since is not None:
+            self._since[key] = None
+        self._submit(lambda s: CardStore(s).remove_reversal(key))
 
     def items(self) -> list[PendingReversal]:
-        out: list[PendingReversal] = self._read(lambda s: CardStore(s).reversals())
-        return out
+        return sorted(self._items.values(), key=lambda r: r.created_at)

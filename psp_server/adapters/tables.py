@@ -264,6 +264,11 @@ card_payments = Table(
     Column("capture_stan", String(6), nullable=True),
     Column("capture_transmitted_at", UtcDateTime, nullable=True),
     Column("captured_minor", BigInteger, nullable=True),
+    # The capture's idempotency key, so a retry after a start-up recovery booked it gets
+    # the payment back instead of PAYMENT_NOT_CAPTURABLE.
+    Column("capture_idem_key", String(128), nullable=True),
+    Column("capture_request_hash", String(64), nullable=True),
+    # The network's batch id once booked; while a close is in flight, the close's id.
     Column("batch_id", String(32), nullable=True, index=True),
     Column("idem_scope", String(80), nullable=False),
     Column("idem_key", String(128), nullable=False),
@@ -287,6 +292,35 @@ card_refunds = Table(
     Column("network_transaction_id", String(12), nullable=True, index=True),
     Column("batch_id", String(32), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # The request, so that a retry or the start-up recovery re-sends the same refund.
+    Column("idem_scope", String(80), nullable=True),
+    Column("idem_key", String(128), nullable=True),
+    Column("request_hash", String(64), nullable=True),
+    Column("reason", String(200), nullable=True),
+    UniqueConstraint("idem_scope", "idem_key", name="uq_card_refunds_idem"),
+)
+
+# A batch close in flight: recorded with its trace and totals before the 0500 is sent, so a
+# retry (or the start-up recovery) re-sends the same message and books the answer once.
+card_batch_closes = Table(
+    "card_batch_closes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("merchant_id", String(40), ForeignKey("merchants.id"), nullable=False, index=True),
+    Column("stan", String(6), nullable=False),
+    Column("transmitted_at", UtcDateTime, nullable=False),
+    Column("sales_count", Integer, nullable=False),
+    Column("sales_minor", BigInteger, nullable=False),
+    Column("refunds_count", Integer, nullable=False),
+    Column("refunds_minor", BigInteger, nullable=False),
+    Column("state", String(12), nullable=False),  # sent -> booked
+    Column("batch_id", String(32), nullable=True),
+    Column("idem_scope", String(80), nullable=False),
+    Column("idem_key", String(128), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("idem_scope", "idem_key", name="uq_card_batch_closes_idem"),
 )
 
 card_reversals = Table(

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from psp_server.cli.psp import _die_with_parent
 from psp_server.config import default_data_dir
 
 DEMO_PASSWORD = "demo-password"
@@ -106,7 +107,9 @@ def _top_up_if_low(app: Any, shop: DemoShop) -> None:
 
 def _start(cmd: list[str], prefix: str, log_path: Path) -> tuple[subprocess.Popen[str], str]:
     log = open(log_path, "a")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=log, text=True, preexec_fn=_die_with_parent
+    )
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -368,6 +371,7 @@ def _start_wallet(address: str, data: Path, port: int) -> subprocess.Popen[str] 
         stdout=log,
         stderr=log,
         text=True,
+        preexec_fn=_die_with_parent,
     )
     print(f"wallet: http://127.0.0.1:{port}  (log: {data / 'wallet.log'})", flush=True)
     return proc

@@ -87,7 +87,7 @@ async def serve(args: argparse.Namespace) -> int:
         settings.settlement_dir = args.settlement_dir
     child = bool(args.worker_child)
     workers = max(1, int(args.workers))
-    app = build_app(settings, migrate_schema=not child)
+    app = build_app(settings, migrate_schema=not child, primary=not child)
     server, port = build_server(app, args.listen)
     await server.start()
     await mark_serving(server)

@@ -12,20 +12,24 @@ logs card data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from psp_server.adapters.card_store import CardStore, Row
+from psp_server.adapters.card_store import CardStore, Row, SqlReversalQueue
 from psp_server.adapters.cardnet_client import (
     BatchTotals,
     CardData,
     CardNetworkClient,
     CardNetworkError,
     CardNetworkTimeout,
+    CardNetworkUnavailable,
     CardResponse,
+    Chargeback,
     OriginalRef,
     PendingReversal,
     ReversalStatus,
@@ -178,12 +182,17 @@ class CardServices:
         client: CardNetworkClient,
         vault: PanVault,
         settlement_dir: Path | None = None,
+        reversals: SqlReversalQueue | None = None,
     ) -> None:
         self.d = deps
         self.m = merchants
         self.client = client
         self.vault = vault
         self.settlement_dir = settlement_dir
+        self.reversals = reversals
+        # Requests recorded before this instant were left by an earlier run (recovery).
+        self.started_at = self._now()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -214,6 +223,24 @@ class CardServices:
                 "this is not a card payment", reason="NOT_A_CARD_PAYMENT", payment_id=p.id
             )
         return p, row
+
+    async def _reversals_persisted(self) -> None:
+        """Wait until every reversal the client queued is in the database."""
+        if self.reversals is not None:
+            await self.reversals.flush()
+
+    def _after_cancel(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """A cancelled call (the client gave up) cannot await its clean-up: run it in a
+        task of its own, kept referenced until done."""
+        task = asyncio.get_running_loop().create_task(job())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Wait for background clean-ups and reversal writes (before shutting down)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._reversals_persisted()
 
     @staticmethod
     def _replay(store: SqlStore, idem: Idem) -> bytes | None:
@@ -331,6 +358,8 @@ class CardServices:
             return replay
 
         async def forget() -> None:
+            # A reversal the client queued for it must be stored before the row goes.
+            await self._reversals_persisted()
             await self.d.db.write(lambda s: CardStore(s).delete_card(payment_id))
 
         try:
@@ -343,6 +372,9 @@ class CardServices:
                 merchant_reference=cmd.order_id,
                 trace=trace,
             )
+        except asyncio.CancelledError:  # the client queued its reversal
+            self._after_cancel(forget)
+            raise
         except CardNetworkError as exc:
             # Unavailable: nothing was sent. Timeout: the client reversed it (or queued the
             # reversal, persisted). Either way nothing is held for this attempt.
@@ -458,6 +490,13 @@ class CardServices:
             if blob is not None:
                 return blob
             p, row = self._card_payment(store, who, payment_id)
+            if (
+                p.status is PaymentStatus.SUCCEEDED
+                and row["capture_idem_key"] == idem.key
+                and row["capture_request_hash"] == idem.request_hash
+            ):
+                # This very capture was booked by the start-up recovery: answer it now.
+                return once(store, idem, self._now(), lambda: p, encode)
             if p.status is not PaymentStatus.AUTHORIZED:
                 raise PreconditionFailed(
                     f"payment is {p.status.value}; only an authorized payment can be captured",
@@ -478,6 +517,9 @@ class CardServices:
             # Reuse the trace of an earlier attempt with the same amount (the network
             # answers a retransmission from its record); otherwise a new one, kept first.
             if row["capture_stan"] and row["captured_minor"] == want.amount_minor:
+                CardStore(store).update_card(
+                    p.id, capture_idem_key=idem.key, capture_request_hash=idem.request_hash
+                )
                 return OriginalRef(
                     spec.ADVICE_REQUEST,
                     Trace(row["capture_stan"], row["capture_transmitted_at"]),
@@ -491,6 +533,8 @@ class CardServices:
                 capture_stan=trace.stan,
                 capture_transmitted_at=trace.transmitted_at,
                 captured_minor=want.amount_minor,
+                capture_idem_key=idem.key,
+                capture_request_hash=idem.request_hash,
                 updated_at=self._now(),
             )
             return OriginalRef(
@@ -505,8 +549,10 @@ class CardServices:
         try:
             resp = await self.client.capture(self._ref(row), got.amount, trace=got.trace)
         except CardNetworkError as exc:
+            # Kept: a retry with the same key (or the start-up recovery) re-sends it.
             raise self._unavailable(exc, "capture") from None
         if not resp.approved:
+            await self.d.db.write(lambda s: self._forget_capture(s, payment_id))
             raise PreconditionFailed(
                 f"the card network refused the capture: {resp.text}",
                 reason=resp.reason,
@@ -519,32 +565,51 @@ class CardServices:
 
             def run() -> Payment:
                 p, _ = self._card_payment(store, who, payment_id)
-                m = self.m.merchant(store, p.merchant_id)
-                held = p.amount
-                version = p.version
-                fee = captured.percent_bps(merchant_bps(m, self.d.settings.default_discount_bps))
-                p.capture(now, captured, fee)
-                store.post(release_entry(p, held, "captured"), now)
-                store.post(
-                    JournalEntry(
-                        id=ids.new_id("txn"),
-                        kind=EntryKind.CARD_CAPTURE,
-                        payment_id=p.id,
-                        memo=f"card capture {p.id}",
-                        postings=capture_postings(p.merchant_id, captured, fee),
-                    ),
-                    now,
-                )
-                data = store.update_payment(p, version)
-                CardStore(store).update_card(
-                    p.id, state="captured", captured_minor=captured.amount_minor, updated_at=now
-                )
-                self.m._event(store, p, EventType.SUCCEEDED, now, data)
-                return p
+                return self._book_capture(store, p, captured, now)
 
             return once(store, idem, now, run, encode)
 
         return await self.d.db.write(outcome)
+
+    @staticmethod
+    def _forget_capture(store: SqlStore, payment_id: str) -> None:
+        """The network refused the advice: nothing to re-send on recovery."""
+        CardStore(store).update_card(
+            payment_id,
+            capture_stan=None,
+            capture_transmitted_at=None,
+            captured_minor=None,
+            capture_idem_key=None,
+            capture_request_hash=None,
+        )
+
+    def _book_capture(self, store: SqlStore, p: Payment, captured: Money, now: datetime) -> Payment:
+        """Job 2 of a capture; a capture already booked (by a concurrent retry or the
+        recovery) is left as it is."""
+        if p.status is not PaymentStatus.AUTHORIZED:
+            return p
+        m = self.m.merchant(store, p.merchant_id)
+        held = p.amount
+        version = p.version
+        fee = captured.percent_bps(merchant_bps(m, self.d.settings.default_discount_bps))
+        p.capture(now, captured, fee)
+        store.post(release_entry(p, held, "captured"), now)
+        store.post(
+            JournalEntry(
+                id=ids.new_id("txn"),
+                kind=EntryKind.CARD_CAPTURE,
+                payment_id=p.id,
+                memo=f"card capture {p.id}",
+                postings=capture_postings(p.merchant_id, captured, fee),
+            ),
+            now,
+        )
+        data = store.update_payment(p, version)
+        CardStore(store).update_card(
+            p.id, state="captured", captured_minor=captured.amount_minor, updated_at=now
+        )
+        self.m._event(store, p, EventType.SUCCEEDED, now, data)
+        return p
 
     # -- void --------------------------------------------------------------------------
 
@@ -643,125 +708,249 @@ class CardServices:
     ) -> bytes:
         amount = money(cmd.amount_minor, cmd.currency)
         check_text(cmd.reason, "reason", max_len=MAX_REASON)
-        refund_id = ids.new_id("ref")
-        trace = self.client.new_trace()
+        new_id = ids.new_id("ref")
+        new_trace = self.client.new_trace()
 
-        def intent(store: SqlStore) -> bytes | Row:
+        def intent(store: SqlStore) -> bytes | tuple[Row, Row, bool]:
             blob = self._replay(store, idem)
             if blob is not None:
                 return blob
             p, row = self._card_payment(store, who, cmd.payment_id)
+            cs = CardStore(store)
+            earlier = cs.refund_by_idem(idem.scope, idem.key)
+            if earlier is not None:
+                if earlier["request_hash"] != idem.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was already used for a different request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                    )
+                if earlier["state"] != "sent":  # booked by the start-up recovery
+                    return once(store, idem, self._now(), lambda: p, encode)
+                return earlier, row, False  # re-send the same refund (same trace)
             trial = p.copy()
             trial.add_refund(  # checks state, currency and the refundable amount
-                Refund(refund_id, amount, amount, Money.zero(amount.currency), "", self._now()),
+                Refund(new_id, amount, amount, Money.zero(amount.currency), "", self._now()),
                 self._now(),
             )
-            CardStore(store).insert_refund(
-                {
-                    "refund_id": refund_id,
-                    "payment_id": p.id,
-                    "merchant_id": p.merchant_id,
-                    "stan": trace.stan,
-                    "transmitted_at": trace.transmitted_at,
-                    "amount_minor": amount.amount_minor,
-                    "currency": amount.currency,
-                    "state": "sent",
-                    "created_at": self._now(),
-                }
-            )
-            return row
+            values: Row = {
+                "refund_id": new_id,
+                "payment_id": p.id,
+                "merchant_id": p.merchant_id,
+                "stan": new_trace.stan,
+                "transmitted_at": new_trace.transmitted_at,
+                "amount_minor": amount.amount_minor,
+                "currency": amount.currency,
+                "state": "sent",
+                "created_at": self._now(),
+                "idem_scope": idem.scope,
+                "idem_key": idem.key,
+                "request_hash": idem.request_hash,
+                "reason": cmd.reason,
+            }
+            cs.insert_refund(values)
+            return values, row, True
 
         got = await self.d.db.write(intent)
         if isinstance(got, bytes):
             return got
-        try:
-            resp = await self.client.refund(
-                amount,
-                merchant_id=got["merchant_id"],
-                terminal_id=got["terminal_id"],
-                original_network_transaction_id=got["network_transaction_id"],
-                trace=trace,
-            )
-        except CardNetworkError as exc:
-            await self.d.db.write(lambda s: CardStore(s).delete_refund(refund_id))
-            raise self._unavailable(exc, "refund") from None
-        if not resp.approved:
-            await self.d.db.write(lambda s: CardStore(s).delete_refund(refund_id))
-            raise PreconditionFailed(
-                f"the card network refused the refund: {resp.text}",
-                reason=resp.reason,
-                response_code=resp.response_code,
-            )
+        ref, card, fresh = got
+        resp = await self._send_refund(ref, card, fresh=fresh)
 
         def outcome(store: SqlStore) -> bytes:
             now = self._now()
 
             def run() -> Payment:
                 p, _ = self._card_payment(store, who, cmd.payment_id)
-                version = p.version
-                fee_back = fee_refund_for(p, amount)
-                refund = Refund(refund_id, amount, amount, fee_back, cmd.reason, now)
-                p.add_refund(refund, now)
-                cur = amount.currency
-                postings = [Posting(merchant(p.merchant_id, cur), _receivable(cur), amount)]
-                if fee_back.amount_minor:
-                    postings.append(
-                        Posting(
-                            psp(AccountType.FEE_REVENUE, cur),
-                            merchant(p.merchant_id, cur),
-                            fee_back,
-                        )
-                    )
-                store.post(
-                    JournalEntry(
-                        id=ids.new_id("txn"),
-                        kind=EntryKind.REFUND,
-                        payment_id=p.id,
-                        memo=f"card refund {refund_id} of {p.id}",
-                        postings=tuple(postings),
-                    ),
-                    now,
-                )
-                data = store.update_payment(p, version)
-                CardStore(store).update_refund(
-                    refund_id, state="approved", network_transaction_id=resp.network_transaction_id
-                )
-                self.m._event(store, p, EventType.REFUNDED, now, data)
-                return p
+                return self._book_refund(store, p, ref["refund_id"], resp, now)
 
             return once(store, idem, now, run, encode)
 
         return await self.d.db.write(outcome)
+
+    async def _send_refund(self, ref: Row, card: Row, *, fresh: bool) -> CardResponse:
+        """Send (or re-send, with its recorded trace) a refund recorded by job 1. Not
+        approved, or its answer lost (the client reversed it): the row goes, nothing was
+        refunded. Not sent: the row goes only if this was its first sending (an earlier
+        one may have reached the network; a later retry re-sends it)."""
+        refund_id = ref["refund_id"]
+
+        async def forget() -> None:
+            await self._reversals_persisted()
+            await self.d.db.write(lambda s: CardStore(s).delete_refund(refund_id))
+
+        try:
+            resp = await self.client.refund(
+                Money(ref["amount_minor"], ref["currency"]),
+                merchant_id=card["merchant_id"],
+                terminal_id=card["terminal_id"],
+                original_network_transaction_id=card["network_transaction_id"],
+                trace=Trace(ref["stan"], ref["transmitted_at"]),
+            )
+        except asyncio.CancelledError:  # the client queued its reversal
+            self._after_cancel(forget)
+            raise
+        except CardNetworkError as exc:
+            if fresh or not isinstance(exc, CardNetworkUnavailable):
+                await forget()
+            raise self._unavailable(exc, "refund") from None
+        if not resp.approved:
+            await forget()
+            raise PreconditionFailed(
+                f"the card network refused the refund: {resp.text}",
+                reason=resp.reason,
+                response_code=resp.response_code,
+            )
+        return resp
+
+    def _book_refund(
+        self, store: SqlStore, p: Payment, refund_id: str, resp: CardResponse, now: datetime
+    ) -> Payment:
+        """Job 2 of a refund; one already booked (a concurrent retry, the recovery) is
+        left as it is."""
+        cs = CardStore(store)
+        r = cs.get_refund(refund_id, for_update=True)
+        if r is None or r["state"] != "sent":
+            return p
+        amount = Money(r["amount_minor"], r["currency"])
+        version = p.version
+        fee_back = fee_refund_for(p, amount)
+        refund = Refund(refund_id, amount, amount, fee_back, r["reason"] or "", now)
+        p.add_refund(refund, now)
+        cur = amount.currency
+        postings = [Posting(merchant(p.merchant_id, cur), _receivable(cur), amount)]
+        if fee_back.amount_minor:
+            postings.append(
+                Posting(
+                    psp(AccountType.FEE_REVENUE, cur),
+                    merchant(p.merchant_id, cur),
+                    fee_back,
+                )
+            )
+        store.post(
+            JournalEntry(
+                id=ids.new_id("txn"),
+                kind=EntryKind.REFUND,
+                payment_id=p.id,
+                memo=f"card refund {refund_id} of {p.id}",
+                postings=tuple(postings),
+            ),
+            now,
+        )
+        data = store.update_payment(p, version)
+        cs.update_refund(
+            refund_id, state="approved", network_transaction_id=resp.network_transaction_id
+        )
+        self.m._event(store, p, EventType.REFUNDED, now, data)
+        return p
 
     # -- batch close -------------------------------------------------------------------
 
     async def close_batch(
         self, who: MerchantPrincipal, idem: Idem, encode: Callable[[BatchInfo], bytes]
     ) -> bytes:
-        def intent(store: SqlStore) -> bytes | BatchTotals:
+        """Job 1 records the close (its trace and totals) and claims the open payments and
+        refunds; then the 0500; job 2 books the answer. A retry with the same key re-sends
+        the same message, which the network answers from its record: one batch, booked
+        once. A close left sent by a stop is finished at the next start."""
+        close_id = ids.new_id("bat")
+        trace = self.client.new_trace()
+
+        def intent(store: SqlStore) -> bytes | tuple[Row, bool]:
             blob = self._replay(store, idem)
             if blob is not None:
                 return blob
             self.m.merchant(store, who.merchant_id)
             cs = CardStore(store)
+            earlier = cs.close_by_idem(idem.scope, idem.key)
+            if earlier is not None:
+                if earlier["request_hash"] != idem.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was already used for a different request",
+                        reason="IDEMPOTENCY_KEY_REUSED",
+                    )
+                if earlier["state"] == "booked":  # by the start-up recovery
+                    batch = cs.get_batch(earlier["batch_id"])
+                    assert batch is not None
+                    return once(store, idem, self._now(), lambda: _batch_info(batch), encode)
+                return earlier, False
+            if cs.closes_in_state("sent", who.merchant_id):
+                raise Unavailable(
+                    "another batch close of this merchant is in progress; retry it with its "
+                    "own key, or retry this one shortly",
+                    reason="REQUEST_IN_PROGRESS",
+                )
             sales = cs.unbatched_captures(who.merchant_id)
             refunds = cs.unbatched_refunds(who.merchant_id)
-            return BatchTotals(
-                len(sales),
-                sum(int(r["captured_minor"] or 0) for r in sales),
-                len(refunds),
-                sum(int(r["amount_minor"]) for r in refunds),
-            )
+            now = self._now()
+            values: Row = {
+                "id": close_id,
+                "merchant_id": who.merchant_id,
+                "stan": trace.stan,
+                "transmitted_at": trace.transmitted_at,
+                "sales_count": len(sales),
+                "sales_minor": sum(int(r["captured_minor"] or 0) for r in sales),
+                "refunds_count": len(refunds),
+                "refunds_minor": sum(int(r["amount_minor"]) for r in refunds),
+                "state": "sent",
+                "batch_id": None,
+                "idem_scope": idem.scope,
+                "idem_key": idem.key,
+                "request_hash": idem.request_hash,
+                "created_at": now,
+                "updated_at": now,
+            }
+            cs.insert_close(values)
+            cs.tag_for_batch(who.merchant_id, close_id)
+            return values, True
 
         got = await self.d.db.write(intent)
         if isinstance(got, bytes):
             return got
-        totals = got
+        close, fresh = got
+        out = await self._finish_close(close, fresh=fresh, idem=idem, encode=encode)
+        assert out is not None
+        return out
+
+    async def _finish_close(
+        self,
+        close: Row,
+        *,
+        fresh: bool,
+        idem: Idem | None,
+        encode: Callable[[BatchInfo], bytes] | None,
+    ) -> bytes | None:
+        """Send (or re-send) a recorded close and book the network's answer; without
+        ``idem`` (recovery) the booking stores no answer: a retry with the close's key
+        then finds it booked."""
+        close_id = close["id"]
+        mid = close["merchant_id"]
+        totals = BatchTotals(
+            close["sales_count"],
+            close["sales_minor"],
+            close["refunds_count"],
+            close["refunds_minor"],
+        )
+
+        async def release() -> None:
+            def job(store: SqlStore) -> None:
+                cs = CardStore(store)
+                cs.untag_batch(close_id)
+                cs.delete_close(close_id)
+
+            await self.d.db.write(job)
+
         try:
-            res = await self.client.close_batch(who.merchant_id, totals=totals)
+            res = await self.client.close_batch(
+                mid, totals=totals, trace=Trace(close["stan"], close["transmitted_at"])
+            )
         except CardNetworkError as exc:
+            # Not sent on its first sending: nothing happened. Otherwise it may have closed
+            # the batch: kept for a retry with the same key, or the next start.
+            if fresh and isinstance(exc, CardNetworkUnavailable):
+                await release()
             raise self._unavailable(exc, "batch close") from None
         if not res.approved or res.batch_id is None:
+            await release()
             meta = {}
             if res.totals is not None:
                 meta = {
@@ -790,12 +979,26 @@ class CardServices:
         mmdd = res.settlement_mmdd or ""
         chargebacks = res.chargebacks
 
-        def outcome(store: SqlStore) -> bytes:
+        def outcome(store: SqlStore) -> bytes | None:
             now = self._now()
+            cs = CardStore(store)
 
             def run() -> BatchInfo:
-                return self._book_batch(store, who, batch_id, mmdd, rows, path, chargebacks, now)
+                cur = cs.get_close(close_id, for_update=True)
+                assert cur is not None
+                if cur["state"] == "booked":
+                    batch = cs.get_batch(cur["batch_id"])
+                    assert batch is not None
+                    return _batch_info(batch)
+                info = self._book_batch(
+                    store, mid, close_id, batch_id, mmdd, rows, path, chargebacks, now
+                )
+                cs.update_close(close_id, state="booked", batch_id=batch_id, updated_at=now)
+                return info
 
+            if idem is None or encode is None:
+                run()
+                return None
             return once(store, idem, now, run, encode)
 
         return await self.d.db.write(outcome)
@@ -803,21 +1006,21 @@ class CardServices:
     def _book_batch(
         self,
         store: SqlStore,
-        who: MerchantPrincipal,
+        merchant_id: str,
+        close_id: str,
         batch_id: str,
         mmdd: str,
         rows: list[SettlementRow] | None,
         path: str,
-        chargebacks: tuple[object, ...],
+        chargebacks: tuple[Chargeback, ...],
         now: datetime,
     ) -> BatchInfo:
-        from psp_server.adapters.cardnet_client import Chargeback
-
-        m = self.m.merchant(store, who.merchant_id)
+        m = self.m.merchant(store, merchant_id)
         cur = m.currency
         cs = CardStore(store)
-        sales = cs.unbatched_captures(m.id)
-        refunds = cs.unbatched_refunds(m.id)
+        # What job 1 claimed for this close: what the network counted.
+        sales = cs.cards_in_batch(close_id)
+        refunds = cs.refunds_in_batch(close_id)
         # Payout: captured card money becomes the merchant's balance.
         postings: list[Posting] = []
         gross = 0
@@ -900,7 +1103,6 @@ class CardServices:
                     now,
                 )
         for cb in chargebacks:
-            assert isinstance(cb, Chargeback)
             self._chargeback(
                 store, m.id, cb.network_transaction_id, cb.amount, cb.reason_code, batch_id, now
             )
@@ -1008,8 +1210,85 @@ class CardServices:
             self.d.db.write_sync(job)
         return len(rows)
 
+    async def recover(self) -> int:
+        """At start-up, in the background: finish what an earlier run sent but did not
+        book. Each is re-sent with its recorded trace, which the network answers from its
+        record (nothing happens twice), and the answer is booked once:
+
+        - batch closes left ``sent``;
+        - refunds left ``sent`` (an approved one is booked; a declined or lost one is
+          dropped: nothing was refunded);
+        - capture advices recorded but not booked.
+
+        Only what was recorded before this process started (``started_at``) is touched:
+        newer rows belong to calls in flight. Whatever cannot be finished now (the network
+        is down) stays as it is for a client retry or the next start. Returns how many
+        were finished."""
+        cutoff = self.started_at
+
+        def load(store: SqlStore) -> tuple[list[Row], list[tuple[Row, Row]], list[Row]]:
+            cs = CardStore(store)
+            closes = [r for r in cs.closes_in_state("sent") if r["created_at"] < cutoff]
+            refunds = []
+            for r in cs.refunds_in_state("sent"):
+                card = cs.get_card(r["payment_id"])
+                if r["created_at"] < cutoff and card is not None:
+                    refunds.append((r, card))
+            captures = [r for r in cs.pending_captures() if r["updated_at"] < cutoff]
+            return closes, refunds, captures
+
+        closes, refunds, captures = await self.d.db.read(load)
+        done = 0
+        for close in closes:
+            try:
+                await self._finish_close(close, fresh=False, idem=None, encode=None)
+                done += 1
+            except (Unavailable, PreconditionFailed) as exc:
+                log.warning("batch close %s not recovered: %s", close["id"], exc)
+        for ref, card in refunds:
+            try:
+                resp = await self._send_refund(ref, card, fresh=False)
+            except (Unavailable, PreconditionFailed) as exc:
+                log.warning("refund %s not recovered: %s", ref["refund_id"], exc)
+                continue
+
+            def book(store: SqlStore, ref: Row = ref, resp: CardResponse = resp) -> None:
+                p = store.get_payment(ref["payment_id"], for_update=True)
+                assert p is not None
+                self._book_refund(store, p, ref["refund_id"], resp, self._now())
+
+            await self.d.db.write(book)
+            done += 1
+        for row in captures:
+            amount = Money(int(row["captured_minor"]), row["currency"])
+            trace = Trace(row["capture_stan"], row["capture_transmitted_at"])
+            try:
+                resp = await self.client.capture(self._ref(row), amount, trace=trace)
+            except CardNetworkError as exc:
+                log.warning("capture of %s not recovered: %s", row["payment_id"], exc.message)
+                continue
+            pid = row["payment_id"]
+            if not resp.approved:
+
+                def forget(store: SqlStore, pid: str = pid) -> None:
+                    self._forget_capture(store, pid)
+
+                await self.d.db.write(forget)
+                continue
+
+            def book_capture(store: SqlStore, pid: str = pid, amount: Money = amount) -> None:
+                p = store.get_payment(pid, for_update=True)
+                assert p is not None
+                self._book_capture(store, p, amount, self._now())
+
+            await self.d.db.write(book_capture)
+            done += 1
+        return done
+
     async def retry_reversals(self) -> int:
         """Deliver queued reversals; returns how many are still queued."""
+        if self.reversals is not None:
+            await self.reversals.refresh()  # what other processes queued too
         if not self.client.pending_reversals():
             return 0
         results = await self.client.retry_pending_reversals()
@@ -1109,6 +1388,20 @@ def _dispute(r: Row) -> Dispute:
         r["status"],
         r["evidence"],
         r["created_at"],
+    )
+
+
+def _batch_info(r: Row) -> BatchInfo:
+    cur = r["currency"]
+    return BatchInfo(
+        r["id"],
+        r["count"],
+        Money(r["gross_minor"], cur),
+        Money(r["interchange_minor"], cur),
+        Money(r["scheme_fee_minor"], cur),
+        Money(r["net_minor"], cur),
+        r["closed_at"],
+        r["settlement_file"],
     )
 
 

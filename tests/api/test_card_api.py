@@ -4,6 +4,7 @@ answer reversed on recovery, and the circuit breaker."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -174,17 +175,49 @@ def wait_for(check: Callable[[], bool], what: str, deadline: float = 15.0) -> No
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def card_psp(
-    cardnet: CardnetProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LivePsp]:
-    data = tmp_path_factory.mktemp("psp-cards")
-    psp = LivePsp(data, settings=card_settings(data, cardnet)).start()
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def backend_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str | None]:
+    """None: SQLite in the data directory; else a PostgreSQL database of its own (a card
+    network simulator numbers its batches from 1, so PSPs talking to different simulators
+    must not share a database), dropped afterwards."""
+    if backend != "postgres":
+        yield None
+        return
+    import psycopg
+
+    base: str = request.getfixturevalue("postgres_url")
+    name = f"{base.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:8]}"
+    plain = base.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield psp
-        assert psp.app.admin.ledger_check() == []
+        yield f"{base.rsplit('/', 1)[0]}/{name}"
     finally:
-        psp.stop()
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def card_psp(
+    request: pytest.FixtureRequest,
+    cardnet: CardnetProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LivePsp]:
+    data = tmp_path_factory.mktemp(f"psp-cards-{request.param}")
+    with backend_url(request, request.param) as url:
+        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        try:
+            yield psp
+            assert psp.app.admin.ledger_check() == []
+        finally:
+            psp.stop()
 
 
 @pytest.fixture
@@ -455,6 +488,192 @@ def test_breaker_opens_under_failures_and_closes_after(
         finally:
             t.close()
         assert psp.app.admin.ledger_check() == []
+
+
+# -- a stop between the network's answer and the booking ---------------------------------
+
+
+class Crash(RuntimeError):
+    """Stands for the PSP dying after the network answered, before job 2 committed."""
+
+
+def crash_once(monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, int]:
+    """Make ``CardServices.<name>`` (a booking step, inside job 2) fail on its first call:
+    the transaction rolls back, as if the process had stopped there."""
+    from psp_server.service.cards import CardServices
+
+    real = getattr(CardServices, name)
+    calls = {"n": 0}
+
+    def fake(self: Any, *args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Crash("stopped before booking")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(CardServices, name, fake)
+    return calls
+
+
+@pytest.fixture(params=BACKENDS)
+def crash_psp(
+    request: pytest.FixtureRequest, tmp_path: Path, cardnet: CardnetProcess
+) -> Iterator[LivePsp]:
+    """A PSP of its own (it is restarted), on SQLite or PostgreSQL."""
+    data = tmp_path / "psp"
+    with backend_url(request, request.param) as url:
+        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        try:
+            yield psp
+            assert psp.app.admin.ledger_check() == []
+        finally:
+            psp.stop()
+
+
+def batches_of(psp: LivePsp, merchant_id: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from psp_server.adapters import tables as t
+
+    def q(store: Any) -> list[dict[str, Any]]:
+        b = t.card_batches.c
+        rows = store.conn.execute(select(t.card_batches).where(b.merchant_id == merchant_id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    out: list[dict[str, Any]] = psp.app.db.read_sync(q)
+    return out
+
+
+def _day(t: Till) -> tuple[c.Payment, c.Payment]:
+    sale = t.swipe("4111111111111111", 8000)
+    auth = t.swipe("5555555555554444", 3000, action=m.CARD_ACTION_AUTHORIZE)
+    t.capture(auth.id, 2000)
+    t.refund(sale.id, 1000)
+    return sale, auth
+
+
+def _assert_one_batch(t: Till, batch: m.Batch) -> None:
+    got = batches_of(t.psp, t.creds.merchant_id)
+    assert [b["id"] for b in got] == [batch.id]
+    assert batch.count == 3  # two payments and the refund
+    b = t.balances()
+    assert b["merchant_pending"] == 0
+    assert b["merchant"] == (8000 - 80) + (2000 - 20) - (1000 - 10)
+    assert t.psp.app.admin.ledger_check() == []
+    # The open batch is empty now: closing again books an empty batch, not the day twice.
+    again = t.close_batch()
+    assert again.id != batch.id and again.count == 0
+    assert t.balances()["merchant"] == b["merchant"]
+
+
+def test_batch_close_answered_but_not_booked_retry_books_it_once(
+    crash_psp: LivePsp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = Till(crash_psp, crash_psp.create_merchant(discount_rate_bps=100))
+    try:
+        _day(t)
+        calls = crash_once(monkeypatch, "_book_batch")
+        key = uuid.uuid4().hex
+        code, _ = failure(t.close_batch, key)
+        assert code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+        assert batches_of(crash_psp, t.creds.merchant_id) == []
+        # A close with another key meanwhile must not open a second batch on the network.
+        assert failure(t.close_batch) == (grpc.StatusCode.UNAVAILABLE, "REQUEST_IN_PROGRESS")
+        batch = t.close_batch(key)  # same key -> same trace -> the network's same answer
+        assert calls["n"] == 2
+        assert t.close_batch(key) == batch
+        _assert_one_batch(t, batch)
+    finally:
+        t.close()
+
+
+def test_batch_close_left_sent_is_booked_at_start(
+    crash_psp: LivePsp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = Till(crash_psp, crash_psp.create_merchant(discount_rate_bps=100))
+    try:
+        _day(t)
+        crash_once(monkeypatch, "_book_batch")
+        key = uuid.uuid4().hex
+        failure(t.close_batch, key)
+        crash_psp.restart()  # the start-up recovery re-sends the close and books it
+        wait_for(lambda: len(batches_of(crash_psp, t.creds.merchant_id)) == 1, "the booking")
+        batch = t.close_batch(key)  # the client's retry gets that batch
+        assert batch.id == batches_of(crash_psp, t.creds.merchant_id)[0]["id"]
+        assert t.close_batch(key) == batch
+        _assert_one_batch(t, batch)
+    finally:
+        t.close()
+
+
+def test_refund_answered_but_not_booked(
+    crash_psp: LivePsp, cardnet: CardnetProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retried by the client (same key) and recovered at start: each refund reaches the
+    network once and is booked once."""
+    t = Till(crash_psp, crash_psp.create_merchant(discount_rate_bps=100))
+    mid = t.creds.merchant_id
+    try:
+        sale = t.swipe("4111111111111111", 5000)
+        crash_once(monkeypatch, "_book_refund")
+        k1 = uuid.uuid4().hex
+        failure(t.refund, sale.id, 2000, k1)
+        r1 = t.refund(sale.id, 2000, k1)  # re-sent with its trace, booked once
+        assert r1.status == c.PAYMENT_STATUS_PARTIALLY_REFUNDED
+        assert r1.refunded.amount_minor == 2000
+        assert len(cardnet.statuses(mid)) == 2  # the sale and one refund
+
+        monkeypatch.undo()
+        crash_once(monkeypatch, "_book_refund")
+        k2 = uuid.uuid4().hex
+        failure(t.refund, sale.id, 500, k2)
+        crash_psp.restart()
+
+        def refunded() -> int:
+            got = t.stub.GetPayment(m.GetPaymentRequest(payment_id=sale.id), metadata=t.md)
+            return int(got.refunded.amount_minor)
+
+        wait_for(lambda: refunded() == 2500, "the refund booked at start")
+        r2 = t.refund(sale.id, 500, k2)
+        assert r2.refunded.amount_minor == 2500
+        assert len(cardnet.statuses(mid)) == 3
+        assert t.balances()["merchant_pending"] == 5000 - 50
+        types = [e for e, _ in t.events(4)]
+        assert types == ["PAYMENT_EVENT_TYPE_SUCCEEDED"] + ["PAYMENT_EVENT_TYPE_REFUNDED"] * 2
+    finally:
+        t.close()
+
+
+def test_capture_answered_but_not_booked_is_booked_at_start(
+    crash_psp: LivePsp, cardnet: CardnetProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = Till(crash_psp, crash_psp.create_merchant(discount_rate_bps=100))
+    mid = t.creds.merchant_id
+    try:
+        auth = t.swipe("4111111111111111", 3000, action=m.CARD_ACTION_AUTHORIZE)
+        crash_once(monkeypatch, "_book_capture")
+        key = uuid.uuid4().hex
+        failure(t.capture, auth.id, 2500, key)
+        assert set(cardnet.statuses(mid).values()) == {"captured"}
+        crash_psp.restart()
+
+        def status() -> int:
+            got = t.stub.GetPayment(m.GetPaymentRequest(payment_id=auth.id), metadata=t.md)
+            return int(got.status)
+
+        wait_for(lambda: status() == c.PAYMENT_STATUS_SUCCEEDED, "the capture booked at start")
+        cap = t.capture(auth.id, 2500, key)  # the client's retry: the payment, once
+        assert cap.status == c.PAYMENT_STATUS_SUCCEEDED and cap.amount.amount_minor == 2500
+        assert t.capture(auth.id, 2500, key) == cap
+        b = t.balances()
+        assert b["card_holds_payable"] == 0
+        assert b["merchant_pending"] == 2500 - 25
+        assert [e for e, _ in t.events(2)] == [
+            "PAYMENT_EVENT_TYPE_AUTHORIZED",
+            "PAYMENT_EVENT_TYPE_SUCCEEDED",
+        ]
+    finally:
+        t.close()
 
 
 # -- PCI DSS: nothing stored or logged in clear ------------------------------------------

@@ -13,24 +13,27 @@ from protos.scanpay.v1 import common_pb2 as c
 from protos.scanpay.v1 import merchant_pb2 as m
 from psp_server.__main__ import main
 from psp_server.cardnet.settlement import SettlementRow, parse_csv, render_csv
-from tests.api.test_card_api import Till, card_settings
+from tests.api.test_card_api import BACKENDS, Till, backend_url, card_settings
 from tests.support.cardnet import CardnetProcess
 from tests.support.psp import LivePsp
 
 DISPUTED = "4000000000000259"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def card_psp(
-    cardnet: CardnetProcess, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cardnet: CardnetProcess,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LivePsp]:
-    data = tmp_path_factory.mktemp("psp-reconcile")
-    psp = LivePsp(data, settings=card_settings(data, cardnet)).start()
-    try:
-        yield psp
-        assert psp.app.admin.ledger_check() == []
-    finally:
-        psp.stop()
+    data = tmp_path_factory.mktemp(f"psp-reconcile-{request.param}")
+    with backend_url(request, request.param) as url:
+        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        try:
+            yield psp
+            assert psp.app.admin.ledger_check() == []
+        finally:
+            psp.stop()
 
 
 @pytest.fixture(scope="module")
