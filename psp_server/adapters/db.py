@@ -19,6 +19,7 @@ import fcntl
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -99,6 +100,7 @@ class GroupCommitWriter:
         # kernel wakes the next writer the moment the lock is free, where SQLite's own
         # busy handler would sleep for up to 100 ms between tries.
         self._lock_fd: int | None = None
+        self._pg = engine.dialect.name == "postgresql"
         db_path = engine.url.database if engine.dialect.name == "sqlite" else None
         if db_path and db_path != ":memory:":
             self._lock_fd = os.open(db_path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -178,22 +180,36 @@ class GroupCommitWriter:
         try:
             outcomes = self._attempt(batch)
         except Exception as exc:
-            if len(batch) == 1 or not (isinstance(exc, DBAPIError) or _fatal(exc)):
+            if not (isinstance(exc, DBAPIError) or _fatal(exc)):
                 self._fail(batch, exc)
                 return
-            # A commit-level failure (deadlock, serialization, disk): the whole batch
-            # was rolled back; run each job alone so one bad apple fails alone.
-            log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            # A transaction-level failure (deadlock with another replica, serialization,
+            # a dropped connection): the whole batch was rolled back. Run each job in its
+            # own transaction, again a few times when it lost a deadlock.
+            if len(batch) > 1:
+                log.warning("batch of %d failed (%s); retrying one by one", len(batch), exc)
             for job in batch:
-                try:
-                    self._deliver(self._attempt([job]))
-                except Exception as exc2:
-                    self._fail([job], exc2)
+                self._run_alone(job, first_error=exc if len(batch) == 1 else None)
             return
         except BaseException as exc:  # pragma: no cover - defensive
             self._fail(batch, exc)
             raise
         self._deliver(outcomes)
+
+    def _run_alone(self, job: _Job[Any], first_error: BaseException | None) -> None:
+        error = first_error
+        for attempt in range(5):
+            if error is not None and not _retryable(error):
+                break
+            if error is not None:
+                time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+            try:
+                self._deliver(self._attempt([job]))
+                return
+            except Exception as exc:
+                error = exc
+        assert error is not None
+        self._fail([job], error)
 
     def _attempt(
         self, batch: list[_Job[Any]]
@@ -227,6 +243,11 @@ class GroupCommitWriter:
         # without its bookkeeping on every job.
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
+            if self._pg:
+                # Replicas take turns, a batch at a time, as the processes on one SQLite
+                # file do: batches hold the hot rows (a merchant's event counter and
+                # balance) until commit, and two interleaving would deadlock.
+                cur.execute("SELECT pg_advisory_xact_lock(8150815)")
             for job in batch:
                 hooks: Hooks = []
                 cur.execute("SAVEPOINT job")
@@ -289,8 +310,18 @@ def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) 
 
 
 def _fatal(exc: BaseException) -> bool:
-    """A broken connection or database (as opposed to an error a savepoint undoes, like a
-    constraint violation or a domain error): the whole batch must go."""
+    """A broken connection or database, or a lost deadlock (as opposed to an error a
+    savepoint undoes, like a constraint violation or a domain error): the whole batch
+    must go."""
+    if _retryable(exc):
+        return True
     if isinstance(exc, DBAPIError):
         return isinstance(exc, OperationalError)
     return type(exc).__name__ in ("OperationalError", "InterfaceError", "InternalError")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """PostgreSQL chose this transaction as a deadlock victim or could not serialize it:
+    running it again is safe and will usually succeed."""
+    code = getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40P01", "40001")
