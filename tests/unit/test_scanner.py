@@ -325,3 +325,24 @@ def test_tiers_get_harder() -> None:
     assert easy.noise[1] < medium.noise[1] < hard.noise[1]
     assert easy.jpeg[0] > medium.jpeg[0] > hard.jpeg[0]
     assert easy.motion_p == 0 < medium.motion_p < hard.motion_p
+
+
+def test_deblur_stages_run_last_among_zxing_and_not_on_the_fast_path() -> None:
+    stages = scanner.chain_stages()
+    deblur = [s for s in stages if ":deblur-" in s]
+    assert deblur and all(s.startswith("zxing:") for s in deblur)
+    assert stages.index(deblur[0]) > stages.index("zxing:sharpen")
+    assert not any(":deblur-" in s for s in scanner.chain_stages(fast=True))
+
+
+def test_blur_direction_finds_the_motion_of_a_blurred_code() -> None:
+
+    code = framegen.render_qr_image("SCANPAY-DEBLUR-TEST-0123456789", module_px=4)
+    img = np.full((480, 640), 200, np.uint8)
+    h, w = code.shape[:2]
+    img[100 : 100 + h, 200 : 200 + w] = code if code.ndim == 2 else code[:, :, 0]
+    blurred = cv2.filter2D(img, -1, scanner._motion_kernel(9.0, np.radians(30)))
+    angle = scanner._blur_direction(blurred)
+    assert angle is not None
+    assert abs((np.degrees(angle) - 30 + 90) % 180 - 90) < 15  # a rough estimate
+    assert scanner._blur_direction(np.full((64, 64), 128, np.uint8)) is None
