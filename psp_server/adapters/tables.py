@@ -366,7 +366,7 @@ card_settlements = Table(
     Column("batch_id", String(32), nullable=False, index=True),
     Column("merchant_id", String(40), nullable=False),
     Column("network_transaction_id", String(12), nullable=False),
-    Column("type", String(12), nullable=False),
+    Column("type", String(24), nullable=False),
     Column("payment_id", String(40), nullable=True),
     Column("gross_minor", BigInteger, nullable=False),
     Column("interchange_minor", BigInteger, nullable=False),
@@ -390,6 +390,9 @@ card_disputes = Table(
     ),  # open | accepted | evidence_submitted | won | lost
     Column("evidence", Text, nullable=False),
     Column("batch_id", String(32), nullable=False),
+    # The representment (0600) carrying the evidence: its trace, kept before it is sent.
+    Column("represent_stan", String(6), nullable=True),
+    Column("represent_transmitted_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )

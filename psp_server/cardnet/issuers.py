@@ -139,3 +139,16 @@ def decide_debit(
     if account.behaviour is Behaviour.INSUFFICIENT_FUNDS or amount_minor > available_minor:
         return "51"
     return "00"
+
+
+# A representment (0600) wins when its evidence holds at least this many characters
+# other than blanks; shorter or no evidence loses and the chargeback stands.
+MIN_EVIDENCE_CHARS = 20
+
+
+def decide_representment(evidence: str) -> bool:
+    """The issuer's decision on a merchant's representment of a chargeback: ``True`` (won,
+    the chargeback is reversed) when field 72 holds at least :data:`MIN_EVIDENCE_CHARS`
+    non-blank characters, else ``False`` (lost, it stands). Deterministic: the same evidence
+    always gets the same decision."""
+    return sum(1 for ch in evidence if not ch.isspace()) >= MIN_EVIDENCE_CHARS

@@ -3,14 +3,19 @@
 Every amount is an integer in minor units of the row's currency, signed from the merchant's
 point of view. Each row satisfies ``gross - interchange - scheme_fee == net``.
 
-==============  =========  ===========================  ====================  ===============
-type            gross      interchange                  scheme_fee            net
-==============  =========  ===========================  ====================  ===============
-``payment``     +amount    rate x amount                5 bp x amount + fixed  gross - fees
-``refund``      -amount    0                            5 bp x amount + fixed  -amount - fee
-``chargeback``  -amount    -(interchange of payment)    0                     -amount + ic
-``fee``         0          0                            chargeback fee        -fee
-==============  =========  ===========================  ====================  ===============
+=======================  =======  =========================  =====================  ===========
+type                     gross    interchange                scheme_fee             net
+=======================  =======  =========================  =====================  ===========
+``payment``              +amount  rate x amount              5 bp x amount + fixed  gross - fees
+``refund``               -amount  0                          5 bp x amount + fixed  -amount - fee
+``chargeback``           -amount  -(interchange of payment)  0                      -amount + ic
+``fee``                  0        0                          chargeback fee         -fee
+``chargeback_reversal``  +amount  +(interchange of payment)  0                      amount - ic
+=======================  =======  =========================  =====================  ===========
+
+A ``chargeback_reversal`` (a representment won) is the chargeback row with its signs
+turned, in the first batch of the merchant closed after the decision; the chargeback fee
+is not refunded.
 
 Interchange: 0.20 % (20 bp) on debit cards, 0.30 % (30 bp) on credit cards. Scheme fee:
 0.05 % (5 bp) plus 0.02 of the currency's major unit. Chargeback fee: 15.00 major units.
@@ -60,7 +65,7 @@ class SettlementRow:
     merchant_id: str
     network_transaction_id: str
     merchant_reference: str
-    type: str  # payment | refund | chargeback | fee
+    type: str  # payment | refund | chargeback | fee | chargeback_reversal
     gross: int
     interchange: int
     scheme_fee: int
@@ -118,6 +123,26 @@ def clear(
             rows.append(row(c, "chargeback", -c.amount_minor, -ic, 0))
             rows.append(row(c, "fee", 0, 0, chargeback_fee(c.currency)))
     return rows
+
+
+def reversal_row(
+    chargeback: SettlementRow, *, batch_id: str, settlement_date: str
+) -> SettlementRow:
+    """The ``chargeback_reversal`` row undoing ``chargeback`` (a representment won)."""
+    gross, ic = -chargeback.gross, -chargeback.interchange
+    return SettlementRow(
+        batch_id,
+        chargeback.merchant_id,
+        chargeback.network_transaction_id,
+        chargeback.merchant_reference,
+        "chargeback_reversal",
+        gross,
+        ic,
+        0,
+        gross - ic,
+        chargeback.currency,
+        settlement_date,
+    )
 
 
 def render_csv(rows: Iterable[SettlementRow]) -> str:

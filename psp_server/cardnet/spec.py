@@ -26,6 +26,8 @@ FINANCIAL_REQUEST, FINANCIAL_RESPONSE = "0200", "0210"
 ADVICE_REQUEST, ADVICE_RESPONSE = "0220", "0230"
 REVERSAL_REQUEST, REVERSAL_RESPONSE = "0400", "0410"
 BATCH_REQUEST, BATCH_RESPONSE = "0500", "0510"
+# Administrative (06xx): in this dialect only the representment of a chargeback.
+REPRESENTMENT_REQUEST, REPRESENTMENT_RESPONSE = "0600", "0610"
 NETWORK_REQUEST, NETWORK_RESPONSE = "0800", "0810"
 REQUEST_MTIS = frozenset(
     {
@@ -34,6 +36,7 @@ REQUEST_MTIS = frozenset(
         ADVICE_REQUEST,
         REVERSAL_REQUEST,
         BATCH_REQUEST,
+        REPRESENTMENT_REQUEST,
         NETWORK_REQUEST,
     }
 )
@@ -47,6 +50,10 @@ NMI_ECHO = "301"
 # POS entry mode (field 22): 90 = full magnetic stripe read, 2 = no PIN entry capability.
 POS_ENTRY_MAGSTRIPE = "902"
 POS_ENTRY_KEYED = "012"
+
+
+# Field 72 (representment evidence): at most this many ASCII characters.
+MAX_EVIDENCE_LEN = 9999
 
 
 def _f(enc_len: int, max_len: int, desc: str, *, binary: bool = False) -> dict[str, Any]:
@@ -85,10 +92,12 @@ SPEC: dict[str, dict[str, Any]] = {
     "44": _f(2, 99, "Additional Response Data (text)"),
     "48": _f(3, 255, "Merchant Reference"),
     "49": _f(0, 3, "Currency Code, Transaction"),
-    "56": _f(2, 12, "Original Network Transaction ID (refunds)"),
+    "56": _f(2, 12, "Original Network Transaction ID (refunds, representments)"),
     "62": _f(3, 64, "Batch ID"),
     "63": _f(4, 9999, "Chargebacks"),
     "70": _f(0, 3, "Network Management Information Code"),
+    # ISO: "Data Record", LLLVAR ..999; here LLLLVAR so the merchant's evidence travels whole.
+    "72": _f(4, MAX_EVIDENCE_LEN, "Data Record (representment evidence)"),
     "74": _f(0, 10, "Credits, Number (refunds)"),
     "76": _f(0, 10, "Debits, Number (sales)"),
     "86": _f(0, 16, "Credits, Amount (refunds, minor units)"),
@@ -121,6 +130,7 @@ FIELD_CLASS: dict[str, str] = {
     "62": "ans",
     "63": "ans",
     "70": "n",
+    "72": "ans",
     "74": "n",
     "76": "n",
     "86": "n",
@@ -268,6 +278,17 @@ def decode_chargebacks(value: str) -> list[ChargebackRecord]:
             raise MessageFormatError("chargeback amount", "63")
         out.append(ChargebackRecord(rec[0:12].strip(), int(amount), rec[24:27], rec[27:31]))
     return out
+
+
+def evidence_field(text: str) -> str:
+    """Field 72 from the merchant's evidence: printable ASCII, anything else escaped
+    (``\\xe4``, ``\\u20ac``), line breaks and tabs as spaces."""
+    flat = "".join(" " if ch in "\t\r\n" else ch for ch in text)
+    value = flat.encode("ascii", "backslashreplace").decode("ascii")
+    value = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in value)
+    if len(value) > MAX_EVIDENCE_LEN:
+        raise MessageFormatError(f"evidence longer than {MAX_EVIDENCE_LEN} characters", "72")
+    return value
 
 
 def masked(msg: Mapping[str, str]) -> dict[str, str]:

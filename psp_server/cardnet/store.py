@@ -3,8 +3,10 @@
 Tables: ``requests`` (idempotency: every request key with its stored answer),
 ``txns`` (authorizations, sales and refunds with their hold/capture/settlement status),
 ``tombstones`` (reversals that arrived before, or instead of, their original),
-``batches`` and ``settlement_rows``. Every request is processed in one transaction that is
-committed before the answer is sent, so a SIGKILL never loses an acknowledged effect.
+``batches``, ``settlement_rows`` and ``representments`` (the merchant's answer to a
+chargeback and the issuer's decision, one per charged-back transaction). Every request is
+processed in one transaction that is committed before the answer is sent, so a SIGKILL
+never loses an acknowledged effect.
 """
 
 from __future__ import annotations
@@ -79,6 +81,14 @@ CREATE TABLE IF NOT EXISTS settlement_rows (
     settlement_date TEXT NOT NULL,
     PRIMARY KEY (batch_id, seq)
 );
+CREATE TABLE IF NOT EXISTS representments (
+    ntid TEXT PRIMARY KEY,        -- the charged-back transaction
+    request_key TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    decision TEXT NOT NULL,       -- won | lost
+    decided_at TEXT NOT NULL,
+    batch_id TEXT                 -- won: the batch whose file carries the reversal row
+);
 """
 
 
@@ -122,6 +132,16 @@ _TXN_COLUMNS = tuple(f.name for f in fields(Txn))
 class StoredRequest:
     request_hash: str
     response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Representment:
+    ntid: str
+    request_key: str
+    evidence: str
+    decision: str  # won | lost
+    decided_at: str
+    batch_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,13 +237,15 @@ class Store:
 
     def used_minor(self, pan: str, currency: str, now: datetime) -> int:
         """What the cardholder has used of the limit: live holds, captures not charged
-        back, minus refunds."""
+        back (or whose chargeback was reversed), minus refunds."""
         row = self._db.execute(
             """SELECT
                  COALESCE(SUM(CASE WHEN kind != 'refund' AND status = 'held'
                                     AND hold_expires_at > ? THEN amount_minor END), 0)
                + COALESCE(SUM(CASE WHEN kind != 'refund' AND status IN ('captured', 'settled')
-                                    AND disputed = 0 THEN captured_minor END), 0)
+                                    AND (disputed = 0 OR ntid IN (SELECT ntid FROM
+                                         representments WHERE decision = 'won'))
+                                    THEN captured_minor END), 0)
                - COALESCE(SUM(CASE WHEN kind = 'refund' AND status IN ('captured', 'settled')
                                    THEN amount_minor END), 0)
                FROM txns WHERE pan = ? AND currency = ?""",
@@ -262,6 +284,47 @@ class Store:
         if pan is None:
             return self._txns("1 = 1 ORDER BY created_at, ntid", ())
         return self._txns("pan = ? ORDER BY created_at, ntid", (pan,))
+
+    # --- representments ---------------------------------------------------------------------
+
+    def get_representment(self, ntid: str) -> Representment | None:
+        row = self._db.execute(
+            "SELECT ntid, request_key, evidence, decision, decided_at, batch_id"
+            " FROM representments WHERE ntid = ?",
+            (ntid,),
+        ).fetchone()
+        return None if row is None else Representment(*row)
+
+    def insert_representment(self, r: Representment) -> None:
+        self._db.execute(
+            "INSERT INTO representments (ntid, request_key, evidence, decision, decided_at,"
+            " batch_id) VALUES (?, ?, ?, ?, ?, ?)",
+            (r.ntid, r.request_key, r.evidence, r.decision, r.decided_at, r.batch_id),
+        )
+
+    def unsettled_reversals(self, acquirer_id: str, merchant_id: str) -> list[Representment]:
+        """Won representments of the merchant's transactions whose reversal is in no batch
+        yet, in the order decided."""
+        rows = self._db.execute(
+            "SELECT r.ntid, r.request_key, r.evidence, r.decision, r.decided_at, r.batch_id"
+            " FROM representments r JOIN txns t ON t.ntid = r.ntid"
+            " WHERE r.decision = 'won' AND r.batch_id IS NULL"
+            " AND t.acquirer_id = ? AND t.merchant_id = ? ORDER BY r.decided_at, r.ntid",
+            (acquirer_id, merchant_id),
+        ).fetchall()
+        return [Representment(*r) for r in rows]
+
+    def settle_reversal(self, ntid: str, batch_id: str) -> None:
+        self._db.execute("UPDATE representments SET batch_id = ? WHERE ntid = ?", (batch_id, ntid))
+
+    def chargeback_row(self, ntid: str) -> SettlementRow | None:
+        row = self._db.execute(
+            "SELECT batch_id, merchant_id, network_transaction_id, merchant_reference, type,"
+            " gross, interchange, scheme_fee, net, currency, settlement_date"
+            " FROM settlement_rows WHERE network_transaction_id = ? AND type = 'chargeback'",
+            (ntid,),
+        ).fetchone()
+        return None if row is None else SettlementRow(*row)
 
     # --- batches ----------------------------------------------------------------------------
 

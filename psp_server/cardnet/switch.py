@@ -19,16 +19,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from psp_server.cardnet import spec
-from psp_server.cardnet.issuers import Behaviour, Funding, account_for, decide_debit, route
+from psp_server.cardnet.issuers import (
+    MIN_EVIDENCE_CHARS,
+    Behaviour,
+    Funding,
+    account_for,
+    decide_debit,
+    decide_representment,
+    route,
+)
 from psp_server.cardnet.settlement import (
     CHARGEBACK_REASON,
     Cleared,
     clear,
     render_csv,
+    reversal_row,
     write_atomically,
 )
 from psp_server.cardnet.spec import Message, MessageFormatError, OriginalData
-from psp_server.cardnet.store import Batch, Store, Txn, ts
+from psp_server.cardnet.store import Batch, Representment, Store, Txn, ts
 from psp_server.domain.cards import is_expired, response_code
 from psp_server.domain.money import currency_from_numeric, numeric_code
 
@@ -45,6 +54,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     spec.ADVICE_REQUEST: ("4", "7", "11", "32", "41", "42", "90"),
     spec.REVERSAL_REQUEST: ("7", "11", "32", "41", "42", "90"),
     spec.BATCH_REQUEST: ("7", "11", "32", "42"),
+    spec.REPRESENTMENT_REQUEST: ("4", "7", "11", "32", "42", "49", "56"),
     spec.NETWORK_REQUEST: ("7", "11", "70"),
 }
 
@@ -130,6 +140,8 @@ class Switch:
             return self._capture(msg, now)
         if mti == spec.REVERSAL_REQUEST:
             return self._reverse(msg, now)
+        if mti == spec.REPRESENTMENT_REQUEST:
+            return self._represent(msg, key, now)
         return self._close_batch(msg, now, written)
 
     # --- helpers ----------------------------------------------------------------------------
@@ -364,6 +376,43 @@ class Switch:
             return _Outcome(self._reply(msg, "00", "original was declined; nothing held", **ref))
         return _Outcome(self._reply(msg, "12", "already settled; refund instead", **ref))
 
+    # --- 0600 representment ----------------------------------------------------------------
+
+    def _represent(self, msg: Message, key: str, now: datetime) -> _Outcome:
+        """The merchant answers a chargeback with evidence (field 72); the issuer decides at
+        once (:func:`~psp_server.cardnet.issuers.decide_representment`): ``00`` won, the
+        chargeback is reversed (a ``chargeback_reversal`` row in the merchant's next batch);
+        ``05`` lost, it stands. One decision per chargeback: a later representment of the
+        same transaction gets that decision again and changes nothing."""
+        currency = self._currency(msg)
+        txn = self.store.txn_by_ntid(msg["56"])
+        if (
+            txn is None
+            or txn.kind == "refund"
+            or txn.merchant_id != msg["42"]
+            or txn.acquirer_id != normalize_acquirer(msg["32"])
+        ):
+            return _Outcome(self._reply(msg, "25", "original payment not found"))
+        ref = {"37": txn.ntid}
+        prior = self.store.get_representment(txn.ntid)
+        if prior is not None:
+            code = "00" if prior.decision == "won" else "05"
+            return _Outcome(self._reply(msg, code, f"already decided: {prior.decision}", **ref))
+        if not txn.disputed:
+            return _Outcome(self._reply(msg, "12", "transaction was not charged back", **ref))
+        if currency != txn.currency or int(msg["4"]) != (txn.captured_minor or 0):
+            return _Outcome(self._reply(msg, "13", "amount differs from the chargeback", **ref))
+        evidence = msg.get("72", "")
+        won = decide_representment(evidence)
+        decision = "won" if won else "lost"
+        self.store.insert_representment(
+            Representment(txn.ntid, key, evidence, decision, ts(now), None)
+        )
+        if won:
+            return _Outcome(self._reply(msg, "00", "representment won: chargeback reversed", **ref))
+        text = f"representment lost: chargeback stands (evidence under {MIN_EVIDENCE_CHARS} chars)"
+        return _Outcome(self._reply(msg, "05", text, **ref))
+
     # --- 0500 batch close -------------------------------------------------------------------
 
     def _close_batch(self, msg: Message, now: datetime, written: list[str]) -> _Outcome:
@@ -404,6 +453,16 @@ class Switch:
                 t.ntid, status="settled", batch_id=batch_id, disputed=int(disputed)
             )
         rows = clear(cleared, batch_id=batch_id, merchant_id=merchant, settlement_date=settle_on)
+        # Chargebacks reversed since the last close (representments won).
+        reversals = 0
+        for rep in self.store.unsettled_reversals(acquirer, merchant):
+            cb = self.store.chargeback_row(rep.ntid)
+            if cb is None:  # cannot happen: only a charged-back transaction is represented
+                log.error("no chargeback row for the representment of %s", rep.ntid)
+                continue
+            rows.append(reversal_row(cb, batch_id=batch_id, settlement_date=settle_on))
+            self.store.settle_reversal(rep.ntid, batch_id)
+            reversals += 1
         self.store.insert_batch(Batch(batch_id, acquirer, merchant, ts(now), settle_on), rows)
         written.append(batch_id)
         chargebacks = [
@@ -419,6 +478,8 @@ class Switch:
         if chargebacks:
             extra["63"] = spec.encode_chargebacks(chargebacks[: spec.MAX_CHARGEBACKS_PER_MESSAGE])
         text = f"batch closed: {len(rows)} rows, {len(chargebacks)} chargebacks"
+        if reversals:
+            text += f", {reversals} reversed"
         return _Outcome(self._reply(msg, "00", text, **extra))
 
     # --- settlement files -------------------------------------------------------------------

@@ -81,11 +81,19 @@ def register(sub: Any) -> None:
     da = dsp.add_parser("accept", help="the merchant accepts the chargeback")
     da.add_argument("dispute")
     da.set_defaults(func=_dispute_accept)
-    de = dsp.add_parser("evidence", help="submit the merchant's evidence to the network")
+    de = dsp.add_parser(
+        "evidence", help="send the merchant's evidence to the card network, which decides"
+    )
     de.add_argument("dispute")
     de.add_argument("--text", required=True)
+    de.add_argument(
+        "--cardnet", default="", help="card network HOST:PORT (default: $SCANPAY_CARDNET)"
+    )
+    de.add_argument("--timeout", type=float, default=None, help="seconds per attempt")
     de.set_defaults(func=_dispute_evidence)
-    dd = dsp.add_parser("decide", help="record the network's decision")
+    dd = dsp.add_parser(
+        "decide", help="operator override: record a decision taken outside the network"
+    )
     dd.add_argument("dispute")
     dd.add_argument("outcome", choices=["won", "lost"])
     dd.set_defaults(func=_dispute_decide)
@@ -287,6 +295,7 @@ def _dispute_json(d: Any) -> dict[str, Any]:
         "currency": d.amount.currency,
         "reason_code": d.reason_code,
         "status": d.status,
+        "evidence": d.evidence,
     }
 
 
@@ -317,8 +326,44 @@ def _dispute_accept(args: argparse.Namespace) -> int:
 
 
 def _dispute_evidence(args: argparse.Namespace) -> int:
+    """Sends a representment (0600) through a client of its own (no start-up recovery or
+    reversal queue: those belong to the PSP process) and books the network's decision."""
+    import asyncio
+
+    from psp_server.adapters.cardnet_client import CardNetworkClient
+    from psp_server.cli.cardnet import parse_listen
+    from psp_server.domain.errors import Unavailable, ValidationError
+    from psp_server.service.cards import CARD_RAIL_UNAVAILABLE, DisputeServices
+
     def body(app: Any) -> int:
-        d = _disputes(app).submit_evidence(args.dispute, args.text)
+        s = app.settings
+        where = args.cardnet or s.cardnet
+        if not where:
+            raise Unavailable(
+                "no card network: give --cardnet HOST:PORT or set SCANPAY_CARDNET",
+                reason=CARD_RAIL_UNAVAILABLE,
+            )
+        try:
+            host, port = parse_listen(where)
+        except argparse.ArgumentTypeError as exc:
+            raise ValidationError(str(exc), reason="INVALID_ARGUMENT") from None
+
+        async def send() -> Any:
+            client = CardNetworkClient(
+                host,
+                port,
+                timeout=args.timeout if args.timeout is not None else s.cardnet_timeout,
+                acquirer_id=s.acquirer_id,
+                failure_threshold=s.cardnet_failure_threshold,
+                reset_timeout=s.cardnet_reset_timeout,
+            )
+            try:
+                disputes = DisputeServices(app.deps, app.merchants, client)
+                return await disputes.submit_evidence(args.dispute, args.text)
+            finally:
+                await client.close()
+
+        d = asyncio.run(send())
         emit(_dispute_json(d), args.json, _dispute_line(d))
         return 0
 

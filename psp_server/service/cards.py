@@ -77,6 +77,7 @@ from psp_server.service.wallet import merchant_bps
 log = logging.getLogger(__name__)
 
 CARD_RAIL_UNAVAILABLE = "CARD_RAIL_UNAVAILABLE"
+MAX_EVIDENCE = 2000
 
 
 class CardAction:
@@ -190,6 +191,7 @@ class CardServices:
         self.vault = vault
         self.settlement_dir = settlement_dir
         self.reversals = reversals
+        self.disputes = DisputeServices(deps, merchants, client)
         # Requests recorded before this instant were left by an earlier run (recovery).
         self.started_at = self._now()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -1218,7 +1220,8 @@ class CardServices:
         - batch closes left ``sent``;
         - refunds left ``sent`` (an approved one is booked; a declined or lost one is
           dropped: nothing was refunded);
-        - capture advices recorded but not booked.
+        - capture advices recorded but not booked;
+        - representments (dispute evidence) sent but not decided.
 
         Only what was recorded before this process started (``started_at``) is touched:
         newer rows belong to calls in flight. Whatever cannot be finished now (the network
@@ -1283,6 +1286,7 @@ class CardServices:
 
             await self.d.db.write(book_capture)
             done += 1
+        done += await self.disputes.recover(cutoff)
         return done
 
     async def retry_reversals(self) -> int:
@@ -1295,86 +1299,254 @@ class CardServices:
         return sum(1 for r in results if r.status is ReversalStatus.QUEUED)
 
     def list_disputes(self, merchant_id: str | None = None) -> list[Dispute]:
-        return DisputeServices(self.d, self.m).list(merchant_id)
+        return self.disputes.list(merchant_id)
 
 
 class DisputeServices:
-    """Chargebacks as disputes: the merchant accepts one or submits evidence; the
-    network's decision is then recorded (won: the amount comes back; lost: it stays
-    charged back). No network I/O: usable from the operator's command line."""
+    """Chargebacks as disputes. The merchant accepts one (it stands) or answers it with
+    evidence, which goes to the card network as a representment (0600); the network
+    decides at once and the decision is booked (won: the amount comes back to the merchant
+    and the payment is SUCCEEDED again; lost: the payment is REFUNDED).
 
-    def __init__(self, deps: Deps, merchants: MerchantServices) -> None:
+    Like the other card calls: job 1 records the evidence and the representment's trace
+    (status ``evidence_submitted``), then the network call, then job 2 books the decision
+    once. A retry with the same evidence re-sends the same message (same trace), which the
+    network answers from its record. ``accept``, ``list`` and the operator's ``decide``
+    override need no network."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        merchants: MerchantServices,
+        client: CardNetworkClient | None = None,
+    ) -> None:
         self.d = deps
         self.m = merchants
+        self.client = client
 
     def list(self, merchant_id: str | None = None) -> list[Dispute]:
         rows = self.d.db.read_sync(lambda s: CardStore(s).list_disputes(merchant_id))
         return [_dispute(r) for r in rows]
 
-    def _change(
-        self,
-        dispute_id: str,
-        allowed: tuple[str, ...],
-        to: str,
-        evidence: str | None,
-        won: bool | None,
-    ) -> Dispute:
+    def _resolve(self, store: SqlStore, d: Row, to: str, *, won: bool, now: datetime) -> None:
+        """Close the dispute ``d`` as ``to``: the payment leaves DISPUTED (won: SUCCEEDED,
+        the chargeback's amount credited back to the merchant; else REFUNDED)."""
+        dispute_id = d["id"]
+        CardStore(store).update_dispute(dispute_id, status=to, updated_at=now)
+        p = store.get_payment(d["payment_id"], for_update=True)
+        assert p is not None
+        version = p.version
+        p.resolve_dispute(now, won=won)
+        amount = Money(d["amount_minor"], d["currency"])
+        if won:  # the network gives the amount back to the merchant
+            cur = amount.currency
+            store.post(
+                JournalEntry(
+                    id=ids.new_id("txn"),
+                    kind=EntryKind.CHARGEBACK,
+                    payment_id=p.id,
+                    memo=f"dispute {dispute_id} won: chargeback reversed",
+                    postings=(Posting(_receivable(cur), merchant(p.merchant_id, cur), amount),),
+                ),
+                now,
+            )
+        data = store.update_payment(p, version)
+        event = EventType.SUCCEEDED if won else EventType.REFUNDED
+        self.m._event(store, p, event, now, data)
+
+    def _change(self, dispute_id: str, allowed: tuple[str, ...], to: str, *, won: bool) -> Dispute:
         def job(store: SqlStore) -> Dispute:
-            now = self.d.clock.now()
             cs = CardStore(store)
-            d = cs.get_dispute(dispute_id)
-            if d is None:
-                raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
-            if d["status"] not in allowed:
-                raise PreconditionFailed(
-                    f"dispute is {d['status']}", reason="DISPUTE_NOT_OPEN", dispute_id=dispute_id
-                )
-            values: dict[str, object] = {"status": to, "updated_at": now}
-            if evidence is not None:
-                values["evidence"] = evidence
-            cs.update_dispute(dispute_id, **values)
-            if won is not None:
-                p = store.get_payment(d["payment_id"], for_update=True)
-                assert p is not None
-                version = p.version
-                p.resolve_dispute(now, won=won)
-                amount = Money(d["amount_minor"], d["currency"])
-                if won:  # the network gives the amount back to the merchant
-                    cur = amount.currency
-                    store.post(
-                        JournalEntry(
-                            id=ids.new_id("txn"),
-                            kind=EntryKind.CHARGEBACK,
-                            payment_id=p.id,
-                            memo=f"dispute {dispute_id} won: chargeback reversed",
-                            postings=(
-                                Posting(_receivable(cur), merchant(p.merchant_id, cur), amount),
-                            ),
-                        ),
-                        now,
-                    )
-                data = store.update_payment(p, version)
-                event = EventType.SUCCEEDED if won else EventType.REFUNDED
-                self.m._event(store, p, event, now, data)
-            d = cs.get_dispute(dispute_id)
-            assert d is not None
-            return _dispute(d)
+            d = _open_dispute(cs, dispute_id, allowed)
+            self._resolve(store, d, to, won=won, now=self.d.clock.now())
+            after = cs.get_dispute(dispute_id)
+            assert after is not None
+            return _dispute(after)
 
         return self.d.db.write_sync(job)
 
     def accept(self, dispute_id: str) -> Dispute:
         """The merchant accepts the chargeback: it stands."""
-        return self._change(dispute_id, ("open",), "accepted", None, won=False)
-
-    def submit_evidence(self, dispute_id: str, evidence: str) -> Dispute:
-        check_text(evidence, "evidence", max_len=2000, required=True)
-        return self._change(dispute_id, ("open",), "evidence_submitted", evidence, None)
+        return self._change(dispute_id, ("open",), "accepted", won=False)
 
     def decide(self, dispute_id: str, *, won: bool) -> Dispute:
-        """Record the network's decision on submitted evidence."""
-        return self._change(
-            dispute_id, ("evidence_submitted",), "won" if won else "lost", None, won=won
+        """Operator override: record a decision taken outside the network's representment
+        flow (e.g. arbitration) for a dispute whose evidence is submitted."""
+        return self._change(dispute_id, ("evidence_submitted",), "won" if won else "lost", won=won)
+
+    async def submit_evidence(self, dispute_id: str, evidence: str) -> Dispute:
+        """Send the merchant's evidence to the network (0600) and book its decision.
+
+        Errors: ``CARD_RAIL_UNAVAILABLE`` (no network configured), UNAVAILABLE
+        ``CARD_NETWORK_UNAVAILABLE`` (not sent: the dispute is open again, nothing booked)
+        or ``CARD_NETWORK_TIMEOUT`` (the answer was lost: retry with the same evidence,
+        which re-sends the same message), FAILED_PRECONDITION ``DISPUTE_NOT_OPEN`` or the
+        network's reason when it took no decision (the dispute is open again)."""
+        check_text(evidence, "evidence", max_len=MAX_EVIDENCE, required=True)
+        if self.client is None:
+            raise Unavailable(
+                "no card network is configured (--cardnet or SCANPAY_CARDNET); "
+                "the evidence was not sent",
+                reason=CARD_RAIL_UNAVAILABLE,
+            )
+        new_trace = self.client.new_trace()
+
+        def intent(store: SqlStore) -> Dispute | tuple[Row, Trace, bool]:
+            now = self.d.clock.now()
+            cs = CardStore(store)
+            d = cs.get_dispute(dispute_id)
+            if d is None:
+                raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
+            same = d["evidence"] == evidence
+            if same and d["represent_stan"] and d["status"] in ("won", "lost"):
+                return _dispute(d)  # decided: a retry answers the decision
+            if same and d["status"] == "evidence_submitted":
+                if d["represent_stan"]:  # re-send the same representment
+                    return d, Trace(d["represent_stan"], d["represent_transmitted_at"]), False
+                # submitted before the network decided representments: send it now
+                cs.update_dispute(
+                    dispute_id,
+                    represent_stan=new_trace.stan,
+                    represent_transmitted_at=new_trace.transmitted_at,
+                    updated_at=now,
+                )
+                return d, new_trace, False
+            if d["status"] != "open":
+                raise PreconditionFailed(
+                    f"dispute is {d['status']}"
+                    + ("; evidence with another text was submitted" if not same else ""),
+                    reason="DISPUTE_NOT_OPEN",
+                    dispute_id=dispute_id,
+                )
+            cs.update_dispute(
+                dispute_id,
+                status="evidence_submitted",
+                evidence=evidence,
+                represent_stan=new_trace.stan,
+                represent_transmitted_at=new_trace.transmitted_at,
+                updated_at=now,
+            )
+            return d, new_trace, True
+
+        got = await self.d.db.write(intent)
+        if isinstance(got, Dispute):
+            return got
+        d, trace, fresh = got
+        return await self._represent(d, evidence, trace, fresh=fresh)
+
+    async def _represent(self, d: Row, evidence: str, trace: Trace, *, fresh: bool) -> Dispute:
+        """Send (or re-send) a representment recorded by job 1 and book the decision."""
+        assert self.client is not None
+        dispute_id = d["id"]
+
+        async def reopen() -> None:
+            """Nothing was decided: the dispute is open again (a new attempt, a new trace)."""
+
+            def job(store: SqlStore) -> None:
+                cs = CardStore(store)
+                cur = cs.get_dispute(dispute_id)
+                if (
+                    cur is not None
+                    and cur["status"] == "evidence_submitted"
+                    and cur["represent_stan"] == trace.stan
+                ):
+                    cs.update_dispute(
+                        dispute_id,
+                        status="open",
+                        evidence="",
+                        represent_stan=None,
+                        represent_transmitted_at=None,
+                        updated_at=self.d.clock.now(),
+                    )
+
+            await self.d.db.write(job)
+
+        try:
+            res = await self.client.represent(
+                d["network_transaction_id"],
+                Money(d["amount_minor"], d["currency"]),
+                merchant_id=d["merchant_id"],
+                evidence=evidence,
+                trace=trace,
+            )
+        except CardNetworkTimeout as exc:
+            raise Unavailable(
+                "no answer from the card network for the representment; it may have been "
+                "decided: retry with the same dispute and evidence",
+                reason=exc.reason,
+            ) from None
+        except CardNetworkError as exc:
+            if fresh:  # not sent on its first sending: nothing happened
+                await reopen()
+            raise Unavailable(
+                "the card network is unavailable; the evidence was not sent; try again",
+                reason=exc.reason,
+            ) from None
+        except spec.MessageFormatError as exc:
+            if fresh:
+                await reopen()
+            raise ValidationError(
+                f"the evidence cannot be sent to the card network: {exc}",
+                reason="CARD_NETWORK_FORMAT_ERROR",
+            ) from None
+        decision = res.decision
+        if decision is None:
+            await reopen()
+            raise PreconditionFailed(
+                f"the card network took no decision: {res.text}",
+                reason=res.reason,
+                response_code=res.response_code,
+                dispute_id=dispute_id,
+            )
+
+        def outcome(store: SqlStore) -> Dispute:
+            cs = CardStore(store)
+            cur = cs.get_dispute(dispute_id)
+            assert cur is not None
+            if cur["status"] == "evidence_submitted":  # else booked already (a retry)
+                now = self.d.clock.now()
+                self._resolve(store, cur, decision, won=decision == "won", now=now)
+                cur = cs.get_dispute(dispute_id)
+                assert cur is not None
+            return _dispute(cur)
+
+        return await self.d.db.write(outcome)
+
+    async def recover(self, cutoff: datetime) -> int:
+        """Re-send the representments recorded before ``cutoff`` and not decided (the PSP
+        stopped in between) and book their decisions; returns how many were booked."""
+        if self.client is None:
+            return 0
+
+        def load(store: SqlStore) -> list[Row]:
+            return [
+                r
+                for r in CardStore(store).list_disputes()
+                if r["status"] == "evidence_submitted"
+                and r["represent_stan"]
+                and r["updated_at"] < cutoff
+            ]
+
+        done = 0
+        for d in await self.d.db.read(load):
+            trace = Trace(d["represent_stan"], d["represent_transmitted_at"])
+            try:
+                await self._represent(d, d["evidence"], trace, fresh=False)
+                done += 1
+            except (Unavailable, PreconditionFailed, ValidationError) as exc:
+                log.warning("representment of dispute %s not recovered: %s", d["id"], exc)
+        return done
+
+
+def _open_dispute(cs: CardStore, dispute_id: str, allowed: tuple[str, ...]) -> Row:
+    d = cs.get_dispute(dispute_id)
+    if d is None:
+        raise NotFound(f"dispute {dispute_id} not found", reason="DISPUTE_NOT_FOUND")
+    if d["status"] not in allowed:
+        raise PreconditionFailed(
+            f"dispute is {d['status']}", reason="DISPUTE_NOT_OPEN", dispute_id=dispute_id
         )
+    return d
 
 
 def _dispute(r: Row) -> Dispute:

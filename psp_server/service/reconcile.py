@@ -1,9 +1,10 @@
 """Reconciliation: the network's settlement file against the PSP's own records.
 
 For each batch named in the file, the PSP expects one ``payment`` row per card payment it
-put in that batch (its captured amount), one ``refund`` row per card refund, and for every
-chargeback a ``chargeback`` and a ``fee`` row. Fees are compared with what was booked
-when the batch closed. Every row gets one status:
+put in that batch (its captured amount), one ``refund`` row per card refund, for every
+chargeback a ``chargeback`` and a ``fee`` row, and for every dispute won (representment) a
+``chargeback_reversal`` row (+amount) in the batch whose file carried it at close. Fees are
+compared with what was booked when the batch closed. Every row gets one status:
 
 ``matched``, ``missing_in_file`` (the PSP has it, the file does not), ``missing_in_ledger``
 (the file has it, the PSP does not), ``amount_mismatch`` (gross differs) or
@@ -101,6 +102,14 @@ def _expected(store: SqlStore, batch_id: str) -> dict[tuple[str, str], _Expected
         ntid = d["network_transaction_id"]
         add(ntid, "chargeback", -int(d["amount_minor"]), d["currency"], d["payment_id"])
         add(ntid, "fee", 0, d["currency"], d["payment_id"])
+    # A dispute won (its representment) is reversed in the first batch closed after the
+    # decision: the PSP expects the reversal where it booked it at that close.
+    for ntid, type_ in booked:
+        if type_ != "chargeback_reversal":
+            continue
+        won = cs.dispute_by_ntid(ntid)
+        if won is not None and won["status"] == "won":
+            add(ntid, type_, int(won["amount_minor"]), won["currency"], won["payment_id"])
     return out
 
 

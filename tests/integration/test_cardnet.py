@@ -504,6 +504,75 @@ async def test_chargebacks_are_listed_by_the_cli(
     ]
 
 
+async def test_representment_decides_and_the_reversal_settles(net: Simulator) -> None:
+    """0600: evidence of 20 non-blank characters or more wins (00), shorter loses (05); one
+    decision per chargeback, a retransmission answered from the record; a won chargeback
+    comes back as a ``chargeback_reversal`` row in the merchant's next batch."""
+    merchant = new_merchant()
+    card = CardData("4000000000000259", EXPIRY)
+    long_text = "signed receipt, goods delivered 2026-11-20"
+    async with client_for(net) as client:
+        won = await client.sale(card, eur(7_000), merchant_id=merchant, terminal_id="t")
+        lost = await client.sale(card, eur(3_000), merchant_id=merchant, terminal_id="t")
+        plain = await client.sale(
+            CardData("4111111111111111", EXPIRY), eur(500), merchant_id=merchant, terminal_id="t"
+        )
+        first = await client.close_batch(merchant)
+        assert len(first.chargebacks) == 2
+        won_id, lost_id = won.network_transaction_id or "", lost.network_transaction_id or ""
+
+        # Not charged back, unknown, another merchant, wrong amount: no decision.
+        r = await client.represent(
+            plain.network_transaction_id or "", eur(500), merchant_id=merchant, evidence=long_text
+        )
+        assert (r.response_code, r.decision) == ("12", None)
+        r = await client.represent("FFFFFFFFFFFF", eur(1), merchant_id=merchant, evidence="x")
+        assert (r.response_code, r.decision) == ("25", None)
+        r = await client.represent(won_id, eur(7_000), merchant_id="other", evidence=long_text)
+        assert (r.response_code, r.decision) == ("25", None)
+        r = await client.represent(won_id, eur(6_999), merchant_id=merchant, evidence=long_text)
+        assert (r.response_code, r.decision) == ("13", None)
+
+        trace = client.new_trace()
+        w = await client.represent(
+            won_id, eur(7_000), merchant_id=merchant, evidence=long_text, trace=trace
+        )
+        assert (w.response_code, w.decision, w.network_transaction_id) == ("00", "won", won_id)
+        again = await client.represent(
+            won_id, eur(7_000), merchant_id=merchant, evidence=long_text, trace=trace
+        )
+        assert again == w  # retransmission: the stored answer
+        other = await client.represent(won_id, eur(7_000), merchant_id=merchant, evidence="")
+        assert (other.response_code, other.decision) == ("00", "won")  # decided once
+        lo = await client.represent(
+            lost_id, eur(3_000), merchant_id=merchant, evidence="  receipt   attached  "
+        )
+        assert (lo.response_code, lo.decision) == ("05", "lost")
+
+        second = await client.close_batch(merchant)
+        assert second.approved and second.chargebacks == ()
+        third = await client.close_batch(merchant)
+    rows = parse_csv(settlement_path(net.data_dir, second.batch_id or "").read_text())
+    got = [
+        (r.network_transaction_id, r.type, r.gross, r.interchange, r.scheme_fee, r.net)
+        for r in rows
+    ]
+    assert got == [(won_id, "chargeback_reversal", 7_000, 21, 0, 6_979)]
+    assert rows[0].merchant_reference == "" and rows[0].batch_id == second.batch_id
+    # Reversed once: not again in the batch after.
+    assert parse_csv(settlement_path(net.data_dir, third.batch_id or "").read_text()) == []
+    store = Store(net.data_dir, readonly=True)
+    try:
+        decided = store.get_representment(won_id)
+        assert decided is not None
+        assert (decided.decision, decided.batch_id) == ("won", second.batch_id)
+        assert decided.evidence == long_text
+        lost_rec = store.get_representment(lost_id)
+        assert lost_rec is not None and lost_rec.decision == "lost"
+    finally:
+        store.close()
+
+
 # --- restarts -------------------------------------------------------------------------------
 
 

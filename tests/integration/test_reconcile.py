@@ -217,9 +217,12 @@ def test_closing_an_empty_batch(card_psp: LivePsp) -> None:
 
 def test_dispute_evidence_then_the_network_decides(
     closed: tuple[Till, m.Batch, dict[str, c.Payment]],
+    cardnet: CardnetProcess,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The operator submits the merchant's evidence; the network (the simulator) decides
+    and the PSP books its decision: won, the merchant gets the money back."""
     t, _, p = closed
     db = ["--data", str(tmp_path), "--db", t.psp.db_url, "--json"]
     capsys.readouterr()
@@ -229,12 +232,12 @@ def test_dispute_evidence_then_the_network_decides(
     assert listed[0]["status"] == "open" and listed[0]["reason_code"] == "FR01"
     dsp = listed[0]["id"]
     before = t.balances()["merchant"]
-    assert main(["admin", "dispute", "evidence", dsp, "--text", "signed receipt", *db]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "evidence_submitted"
+    evidence = "signed receipt and delivery note for order A-4, customer present"
+    argv = ["admin", "dispute", "evidence", dsp, "--text", evidence, "--cardnet", cardnet.address]
+    assert main([*argv, *db]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "won"
     assert main(["admin", "dispute", "accept", dsp, *db]) == 1  # no longer open
     assert json.loads(capsys.readouterr().out)["reason"] == "DISPUTE_NOT_OPEN"
-    assert main(["admin", "dispute", "decide", dsp, "won", *db]) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "won"
     got = t.stub.GetPayment(m.GetPaymentRequest(payment_id=p["disputed"].id), metadata=t.md)
     assert got.status == c.PAYMENT_STATUS_SUCCEEDED
     assert t.balances()["merchant"] == before + 4000
