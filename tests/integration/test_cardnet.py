@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import selectors
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +33,7 @@ from psp_server.cardnet.settlement import parse_csv
 from psp_server.cardnet.store import Store
 from psp_server.cardnet.switch import Switch, settlement_path
 from psp_server.domain.money import Money
+from tests.support.cardnet import CardnetProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 ACQUIRER = "123456"
@@ -53,86 +50,11 @@ def new_merchant() -> str:
     return f"mer_{uuid.uuid4().hex[:10]}"
 
 
-class Simulator:
-    """``scanpay cardnet serve`` in a child process."""
+class Simulator(CardnetProcess):
+    """The simulator process (tests/support/cardnet.py); ``start`` gives its port."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.port = 0
-        self.proc: subprocess.Popen[str] | None = None
-        self._log = open(data_dir.parent / f"{data_dir.name}.stderr", "a")  # noqa: SIM115
-
-    def start(self, port: int = 0) -> int:
-        assert self.proc is None
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "psp_server",
-                "cardnet",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--data",
-                str(self.data_dir),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout=START_TIMEOUT):
-                self.kill()
-                pytest.fail("cardnet did not start in time")
-        line = self.proc.stdout.readline()
-        prefix = "cardnet listening on 127.0.0.1:"
-        if not line.startswith(prefix):
-            self.kill()
-            pytest.fail(f"unexpected first line from cardnet: {line!r}")
-        self.port = int(line[len(prefix) :])
-        return self.port
-
-    def _reap(self) -> int:
-        assert self.proc is not None
-        code = self.proc.wait(timeout=15)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self._reap()
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self._reap()
-
-    def close(self) -> None:
-        self.kill()
-        self._log.close()
-
-    # -- looking inside (read-only, while it runs) ---------------------------------------------
-
-    def holds(self, merchant_id: str) -> int:
-        store = Store(self.data_dir, readonly=True)
-        try:
-            now = datetime.now(UTC)
-            return sum(1 for t in store.active_holds(now) if t.merchant_id == merchant_id)
-        finally:
-            store.close()
-
-    def statuses(self, merchant_id: str) -> dict[str, str]:
-        store = Store(self.data_dir, readonly=True)
-        try:
-            return {t.ntid: t.status for t in store.transactions() if t.merchant_id == merchant_id}
-        finally:
-            store.close()
+    def start(self, port: int = 0) -> int:  # type: ignore[override]
+        return super().start(port).port
 
 
 async def eventually(check: Callable[[], bool], what: str, deadline: float = 10.0) -> None:
