@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ACQUIRER = "123456"
 EXPIRY = "3012"
 NO_ANSWER = "4000000000000119"
-START_TIMEOUT = 20.0
 
 
 def eur(minor: int) -> Money:
