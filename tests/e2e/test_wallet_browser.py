@@ -26,7 +26,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 EMAIL = "eve@example.com"
 PASSWORD = "correct horse"
-TIMEOUT = 30_000  # ms, for anything that waits on the app
+TIMEOUT = 60_000  # ms, for anything that waits on the app (generous: CI may be slow)
 
 
 def write_y4m(path: Path, payload: str, frames: int = 4, size: tuple[int, int] = (640, 480)):
@@ -177,7 +177,7 @@ def upload(page, path: Path) -> None:
 
 
 def merchant_saw(world: World, payment_id: str) -> bool:
-    events = world.psp.watch_events(world.merchant.api_key, timeout=1.5)
+    events = world.psp.watch_events(world.merchant.api_key, timeout=3.0)
     return ("PAYMENT_EVENT_TYPE_SUCCEEDED", payment_id) in {(t, p) for _, t, p in events}
 
 
