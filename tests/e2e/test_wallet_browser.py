@@ -10,6 +10,11 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +24,8 @@ import pytest
 import qrcode
 
 from tests.support.psp import LivePsp, MerchantCreds
-from wallet_app.__main__ import WalletServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.browser
 
@@ -72,13 +78,66 @@ def png_of(payload: str, path: Path) -> Path:
     return path
 
 
+class WalletProcess:
+    """``scanpay wallet`` as its own process, as a shop runs it (this also keeps the
+    wallet's grpc.aio state apart from the other tests' event loops in this process)."""
+
+    def __init__(self, psp: str, data_dir: Path, camera: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "psp_server",
+            "wallet",
+            "--psp",
+            psp,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data",
+            str(data_dir),
+            "--camera",
+            camera,
+        ]
+        self.log = data_dir.parent / "wallet.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WalletProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=log, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the wallet exited; see {self.log}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)  # the server is still starting: nothing to wait on
+        raise TimeoutError(f"the wallet did not start; see {self.log}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+
 @dataclass
 class World:
     psp: LivePsp
     merchant: MerchantCreds
     camera_payment: str
     shop_payment: str
-    wallet: WalletServer
+    wallet: WalletProcess
     browser: object
     files: Path
 
@@ -101,9 +160,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # The till's code in front of a camera on the serving machine (a video file here).
         shop_id, shop_payload = psp.create_payment(merchant.api_key, 4_20, order_id="TILL-1-0043")
         shop_video = write_avi(files / "till.avi", shop_payload)
-        wallet = WalletServer(
-            psp.address, host="127.0.0.1", port=0, data_dir=files / "w", camera=str(shop_video)
-        ).start()
+        wallet = WalletProcess(psp.address, files / "w", camera=str(shop_video)).start()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(
                 executable_path=CHROMIUM,
