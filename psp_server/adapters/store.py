@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from psp_server.adapters import tables as t
@@ -116,13 +117,16 @@ _Q_ACTIVITY = Sql(
 _Q_STATIC = Sql("SELECT token, merchant_id, terminal_id FROM static_qrs WHERE token = :token")
 
 
-_ENGINE_KEYS: dict[int, str] = {}
+# Keyed by the engine object itself (weakly): an id() could be reused by a new engine for
+# another database once the old one is gone, and its cached account ids would be wrong.
+_ENGINE_KEYS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def _engine_key(conn: Connection) -> str:
-    key = _ENGINE_KEYS.get(id(conn.engine))
+    engine = conn.engine
+    key = _ENGINE_KEYS.get(engine)
     if key is None:
-        key = _ENGINE_KEYS[id(conn.engine)] = str(conn.engine.url)
+        key = _ENGINE_KEYS[engine] = str(engine.url)
     return key
 
 
