@@ -7,9 +7,10 @@ import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
 
 from psp_server.adapters import migrate
+from psp_server.adapters.store import SqlStore
 from psp_server.config import Settings
 from psp_server.service.admin import AdminServices
 from psp_server.service.cards import CardServices
@@ -164,32 +165,10 @@ async def follow_sqlite_log(app: App, interval: float = 0.005) -> None:
     for rows committed by the other processes and tell this process's streams, which then
     read them from the log (the role LISTEN/NOTIFY plays on PostgreSQL). A notice for an
     event this process already streamed is dropped by the stream's cursor."""
-    from sqlalchemy import text
-
-    def tail(after: int) -> list[tuple[int, str, int]]:
-        def q(store: Any) -> list[tuple[int, str, int]]:
-            rows = store.conn.execute(
-                text(
-                    "SELECT rowid, merchant_id, seq FROM events WHERE rowid > :after "
-                    "ORDER BY rowid LIMIT 2000"
-                ),
-                {"after": after},
-            ).all()
-            return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
-
-        return app.db.read_sync(q)
-
-    def head() -> int:
-        def q(store: Any) -> int:
-            v = store.conn.execute(text("SELECT max(rowid) FROM events")).scalar()
-            return int(v or 0)
-
-        return app.db.read_sync(q)
-
-    last = head()
+    last = await app.db.read(lambda s: s.event_log_head())
     while True:
         try:
-            rows = tail(last)
+            rows = await app.db.read(partial(SqlStore.event_log_after, rowid=last))
             for rowid, merchant_id, seq in rows:
                 app.bus.publish(Notice(merchant_id, seq))
                 last = rowid

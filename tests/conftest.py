@@ -53,8 +53,6 @@ def postgres_url() -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        from sqlalchemy import create_engine
-
         # Drop whatever engines still point at it, then the database.
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(
@@ -62,7 +60,6 @@ def postgres_url() -> Iterator[str]:
                 (name,),
             )
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        _ = create_engine
 
 
 @pytest.fixture

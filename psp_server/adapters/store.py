@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from psp_server.adapters import tables as t
@@ -566,6 +566,31 @@ class SqlStore:
             },
         )
         return ev
+
+    def notify_replicas(self, ev: Event) -> None:
+        """PostgreSQL: tell the other server processes of a committed event (NOTIFY is
+        delivered at commit and dropped on rollback)."""
+        if self.is_postgres:
+            self.conn.execute(
+                text("SELECT pg_notify('scanpay_events', :p)"),
+                {"p": f"{ev.merchant_id}:{ev.seq}"},
+            )
+
+    def event_log_head(self) -> int:
+        """The newest row of the event log across merchants (SQLite rowid)."""
+        v = self.conn.execute(text("SELECT max(rowid) FROM events")).scalar()
+        return int(v or 0)
+
+    def event_log_after(self, rowid: int, limit: int = 2000) -> list[tuple[int, str, int]]:
+        """(rowid, merchant id, seq) of event rows written after ``rowid``, any process."""
+        rows = self.conn.execute(
+            text(
+                "SELECT rowid, merchant_id, seq FROM events WHERE rowid > :after "
+                "ORDER BY rowid LIMIT :limit"
+            ),
+            {"after": rowid, "limit": limit},
+        ).all()
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
 
     def read_events(self, merchant_id: str, after_seq: int, limit: int) -> list[Event]:
         c = t.events.c

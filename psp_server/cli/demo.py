@@ -213,8 +213,6 @@ def play_sale(address: str, shop: DemoShop, out: Any = sys.stdout, card: bool = 
         wallet = wallet_pb2_grpc.WalletServiceStub(ch)
         info = merchant.GetMerchant(merchant_pb2.GetMerchantRequest(), metadata=mmd)
         step("till signed in", True, f"{info.name}, {info.city} ({info.terminal_label})")
-        head = merchant.ListPayments(merchant_pb2.ListPaymentsRequest(page_size=1), metadata=mmd)
-        _ = head
         # The merchant's stream, from its current end.
         events = merchant.WatchPayments(
             merchant_pb2.WatchPaymentsRequest(after_cursor=""), metadata=mmd, timeout=30

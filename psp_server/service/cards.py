@@ -398,7 +398,6 @@ class CardServices:
             def run() -> Payment:
                 return self._record_swipe(store, row, resp, cmd, amount, m.id, now, who)
 
-            _ = m
             return once(store, idem, now, run, encode)
 
         return await self.d.db.write(outcome)

@@ -124,10 +124,4 @@ def money(amount_minor: int, currency: str, *, field: str = "amount") -> Money:
 
 def publish_after_commit(store: SqlStore, bus: EventBus, ev: Event) -> None:
     store.after_commit(lambda: bus.publish(Notice(ev.merchant_id, ev.seq, ev)))
-    if store.is_postgres:
-        # Tell other replicas; delivered by PostgreSQL at commit, dropped on rollback.
-        from sqlalchemy import text
-
-        store.conn.execute(
-            text("SELECT pg_notify('scanpay_events', :p)"), {"p": f"{ev.merchant_id}:{ev.seq}"}
-        )
+    store.notify_replicas(ev)

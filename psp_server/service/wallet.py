@@ -713,6 +713,3 @@ def _qr_amount(parsed: qr.ParsedQr) -> Money | None:
         return parsed.amount()
     except (qr.QrError, ValueError):
         return None
-
-
-_ = MAX_ORDER_ID

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -213,5 +212,3 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
 
 
 _ACTIONS = {m.CARD_ACTION_SALE: CardAction.SALE, m.CARD_ACTION_AUTHORIZE: CardAction.AUTHORIZE}
-
-_ = asyncio
