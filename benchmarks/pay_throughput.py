@@ -267,6 +267,9 @@ def main() -> int:
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
     ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -327,19 +330,23 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        echo, echo_addr = start(
-            [sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on"
-        )
-        try:
-            eargs = [(echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)]
-            echo_res = (
-                [asyncio.run(run_echo_load(*eargs[0]))]
-                if args.clients == 1
-                else in_processes("echo", args.clients, eargs)
+        echo_res: list[dict[str, object]] = []
+        if not args.no_echo:
+            echo, echo_addr = start(
+                [sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on"
             )
-        finally:
-            echo.terminate()
-            echo.wait(timeout=30)
+            try:
+                eargs = [
+                    (echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)
+                ]
+                echo_res = (
+                    [asyncio.run(run_echo_load(*eargs[0]))]
+                    if args.clients == 1
+                    else in_processes("echo", args.clients, eargs)
+                )
+            finally:
+                echo.terminate()
+                echo.wait(timeout=30)
 
     pays = sum(int(r["payments"]) for r in results)  # type: ignore[call-overload]
     elapsed = max(float(r["elapsed_s"]) for r in results)  # type: ignore[arg-type]
@@ -362,7 +369,7 @@ def main() -> int:
         "server_cpu_ms_per_pay": round(server_cpu / max(pays, 1) * 1000, 3),
         "client_cpu_ms_per_pay": round(client_cpu / max(pays, 1) * 1000, 3),
         "echo_calls_per_s": round(echo_rate, 1),
-        "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3),
+        "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3) if echo_rate else None,
     }
     if args.json:
         print(json.dumps(summary))

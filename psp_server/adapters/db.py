@@ -64,7 +64,9 @@ def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        # Unless the caller already opened one on the DBAPI connection (inline reads).
+        if not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
 def make_engine(url: str, *, writer: bool) -> Engine:
@@ -275,17 +277,16 @@ class GroupCommitWriter:
 
     @staticmethod
     def _deliver(outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settle]] = {}
         for job, result, hooks, exc in outcomes:
-            if exc is None:
-                for hook in hooks:
-                    try:
-                        hook()
-                    except Exception:  # pragma: no cover - a subscriber's problem
-                        log.exception("after-commit hook failed")
             if job.aio is not None:
-                by_loop.setdefault(job.aio.get_loop(), []).append((job.aio, result, exc))
-            elif exc is not None:
+                # The hooks (telling the event streams) run on the job's loop, in commit
+                # order, with the same single wake-up that settles the batch's futures.
+                by_loop.setdefault(job.aio.get_loop(), []).append((job.aio, result, exc, hooks))
+                continue
+            if exc is None:
+                _run_hooks(hooks)
+            if exc is not None:
                 job.future.set_exception(exc)
             else:
                 job.future.set_result(result)
@@ -299,8 +300,21 @@ class GroupCommitWriter:
         GroupCommitWriter._deliver([(job, None, [], exc) for job in batch])
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, result, exc in items:
+_Settle = tuple[asyncio.Future[Any], Any, BaseException | None, Hooks]
+
+
+def _run_hooks(hooks: Hooks) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # pragma: no cover - a subscriber's problem
+            log.exception("after-commit hook failed")
+
+
+def _settle(items: list[_Settle]) -> None:
+    for fut, result, exc, hooks in items:
+        if exc is None:
+            _run_hooks(hooks)
         if fut.done():  # the caller gave up (cancelled)
             continue
         if exc is not None:

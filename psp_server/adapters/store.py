@@ -134,6 +134,10 @@ def _engine_key(conn: Connection) -> str:
 _ACCOUNT_IDS: dict[tuple[str, str, str, str], str] = {}
 
 
+# The last datetime turned into SQLite text, and that text (one entry, swapped whole).
+_LAST_TS: list[tuple[datetime | None, str]] = [(None, "")]
+
+
 class StaleWrite(RuntimeError):
     """An optimistic-concurrency check failed: someone else changed the row."""
 
@@ -158,10 +162,14 @@ class SqlStore:
     def _ts(self, value: datetime | None) -> Any:
         if value is None or self.is_postgres:
             return value
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
+        last = _LAST_TS[0]
+        if last[0] is value:  # a job stamps many rows with the same "now"
+            return last[1]
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
         # The text SQLAlchemy's SQLite DateTime stores: "YYYY-MM-DD HH:MM:SS.ffffff".
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+        _LAST_TS[0] = (value, text)
+        return text
 
     def _dt(self, value: Any) -> datetime | None:
         if value is None:
@@ -364,7 +372,8 @@ class SqlStore:
     # -- ledger ------------------------------------------------------------------------
 
     def account_id(self, ref: AccountRef, now: datetime) -> str:
-        key = (self._db_key, ref.type.value, ref.owner, ref.currency)
+        # ref.type is a StrEnum: it hashes and compares as its text, without .value's cost.
+        key = (self._db_key, ref.type, ref.owner, ref.currency)
         cached = _ACCOUNT_IDS.get(key) or self._new_accounts.get(key)
         if cached is not None:
             return cached
@@ -553,6 +562,7 @@ class SqlStore:
             payment_id=payment.id,
             data=data or json.dumps(snapshot(payment), separators=(",", ":")),
             occurred_at=now,
+            payment=payment,
         )
         self._x(
             _Q_INSERT_EVENT,

@@ -101,69 +101,40 @@ def handles_errors(fn: F) -> F:
     return cast(F, unary)
 
 
-class RejectMalformed(grpc.aio.ServerInterceptor):
-    """A request body that is not a valid message of the method's type (corrupt wire
-    format, invalid UTF-8 in a string field) gets INVALID_ARGUMENT ``MALFORMED_REQUEST``;
-    grpc itself would answer UNKNOWN. Only unary-request methods of ``prefix``."""
-
-    def __init__(self, prefix: str = "/scanpay.") -> None:
-        self._prefix = prefix
-        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler: Any = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if (
-            handler is None
-            or handler.request_streaming
-            or handler.request_deserializer is None
-            or not method.startswith(self._prefix)
-        ):
-            return cast("grpc.RpcMethodHandler[Any, Any]", handler)
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:
-            wrapped = self._wrapped[method] = _tolerant(handler)
-        return wrapped
+MALFORMED = to_rpc_status(
+    grpc.StatusCode.INVALID_ARGUMENT,
+    "MALFORMED_REQUEST",
+    "the request is not a valid protobuf message of this method's type",
+    {},
+)
 
 
-def _tolerant(handler: Any) -> grpc.RpcMethodHandler[Any, Any]:
-    decode = handler.request_deserializer
+def tolerant_unary(
+    fn: Callable[[Any, Any], Any], decode: Callable[[bytes], Any]
+) -> Callable[[bytes, Any], Any]:
+    """A unary handler that parses its own request: a body that is not a valid message of
+    the method's type (corrupt wire format, invalid UTF-8 in a string field) gets
+    INVALID_ARGUMENT ``MALFORMED_REQUEST``, where grpc itself would answer UNKNOWN."""
 
-    async def parse(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return decode(raw)
+            request = decode(raw)
         except Exception:
-            status = to_rpc_status(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "MALFORMED_REQUEST",
-                "the request is not a valid protobuf message of this method's type",
-                {},
-            )
-            await context.abort_with_status(status)
+            await context.abort_with_status(MALFORMED)
+        return await fn(request, context)
 
-    if not handler.response_streaming:
-        inner = handler.unary_unary
+    return unary
 
-        async def unary(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            return await inner(await parse(raw, context), context)
 
-        return cast(
-            "grpc.RpcMethodHandler[Any, Any]",
-            handler._replace(request_deserializer=None, unary_unary=unary),
-        )
-
-    inner_stream = handler.unary_stream
-
+def tolerant_stream(
+    fn: Callable[[Any, Any], AsyncIterator[Any]], decode: Callable[[bytes], Any]
+) -> Callable[[bytes, Any], AsyncIterator[Any]]:
     async def stream(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        request = await parse(raw, context)
-        async for item in inner_stream(request, context):
+        try:
+            request = decode(raw)
+        except Exception:
+            await context.abort_with_status(MALFORMED)
+        async for item in fn(request, context):
             yield item
 
-    return cast(
-        "grpc.RpcMethodHandler[Any, Any]",
-        handler._replace(request_deserializer=None, unary_stream=stream),
-    )
+    return stream

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
@@ -14,7 +15,13 @@ from protos.scanpay.v1 import wallet_pb2 as w
 from psp_server.domain.errors import ValidationError
 from psp_server.domain.money import Money
 from psp_server.domain.parties import Activity, Event, Merchant
-from psp_server.domain.payments import EventType, Payment, PaymentMethod, PaymentStatus
+from psp_server.domain.payments import (
+    EventType,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    from_snapshot,
+)
 from psp_server.service.cards import BatchInfo
 from psp_server.service.merchant import DailySummary, PaymentFilter, StaticQrInfo
 from psp_server.service.wallet import BalanceInfo, QuoteInfo, ReceiptInfo, SessionTokens
@@ -60,12 +67,13 @@ def request_hash(msg: Message) -> str:
     return hashlib.sha256(msg.SerializeToString(deterministic=True)).hexdigest()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ts(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    out = Timestamp()
-    out.FromDatetime(value.astimezone(UTC))
-    return out
+    return ts_req(value)
 
 
 def from_ts(msg: Timestamp, field: str) -> datetime:
@@ -86,9 +94,12 @@ def money_req(value: Money) -> c.Money:
 
 
 def ts_req(value: datetime) -> Timestamp:
-    out = Timestamp()
-    out.FromDatetime(value.astimezone(UTC))
-    return out
+    """Exact to the microsecond (as ``Timestamp.FromDatetime``, without its cost). A
+    naive datetime is UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    d = value - _EPOCH
+    return Timestamp(seconds=d.days * 86_400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 def payment_pb(p: Payment) -> c.Payment:
@@ -168,6 +179,13 @@ def set_pay_url_base(base: str) -> None:
 
 def payment_bytes(p: Payment) -> bytes:
     return payment_pb(p).SerializeToString()
+
+
+def event_bytes(ev: Event) -> bytes:
+    """The encoded ``PaymentEvent``: from the payment the event was made with when it is
+    at hand (a live event of this process), else from the stored snapshot."""
+    p = ev.payment if ev.payment is not None else from_snapshot(json.loads(ev.data))
+    return event_pb(ev, p).SerializeToString()
 
 
 def event_pb(ev: Event, payment: Payment) -> m.PaymentEvent:

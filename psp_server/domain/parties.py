@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from psp_server.domain.payments import Payment
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,9 @@ class Event:
     payment_id: str
     data: str  # the payment snapshot, JSON
     occurred_at: datetime
+    # The payment as committed, when the event was made in this process (not stored; the
+    # live stream encodes it without parsing ``data`` back).
+    payment: Payment | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

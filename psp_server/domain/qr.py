@@ -22,6 +22,8 @@ Every failure is a :class:`QrError` with a stable ``reason`` (see :data:`REASONS
 
 from __future__ import annotations
 
+import binascii
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -135,28 +137,13 @@ class QrError(ValueError):
 # --------------------------------------------------------------------------- CRC
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE: Final = _crc_table()
-
-
 def crc16_ccitt_false(data: bytes) -> int:
     """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, xorout 0.
 
     ``crc16_ccitt_false(b"123456789") == 0x29B1``.
     """
-    crc = 0xFFFF
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    # binascii's CRC-CCITT is this polynomial, unreflected, from the initial value given.
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 def _crc_hex(text: str) -> str:
@@ -531,6 +518,7 @@ _SPECIAL_LETTERS: Final = str.maketrans(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _alnum_normalize(text: str) -> str:
     """NFKD, strip accents, upper-case; other characters become spaces; spaces collapsed."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_SPECIAL_LETTERS))

@@ -58,10 +58,19 @@ class EventBus:
                     del self._subs[sub.merchant_id]
 
     def publish(self, notice: Notice) -> None:
-        """Thread-safe; called by the writer thread after commit."""
+        """Thread-safe; called after commit, on the event loop or on another thread."""
         with self._lock:
             subs = list(self._subs.get(notice.merchant_id, ()))
+        if not subs:
+            return
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for sub in subs:
+            if sub.loop is running:
+                sub.queue.put_nowait(notice)
+                continue
             try:
                 sub.loop.call_soon_threadsafe(sub.queue.put_nowait, notice)
             except RuntimeError:  # the stream's loop is closed

@@ -137,6 +137,8 @@ class WalletServices:
         self.d = deps
         self.m = merchants
         self._verified: dict[str, tuple[float, auth.ConsumerPrincipal]] = {}
+        # A wallet's currency never changes: quoting needs no read of the consumer row.
+        self._currencies: dict[str, str] = {}
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -411,7 +413,12 @@ class WalletServices:
 
         def q(store: SqlStore) -> QuoteInfo:
             now = self.d.clock.now()
-            c = self._consumer(store, who)
+            payer_currency = self._currencies.get(who.consumer_id)
+            if payer_currency is None:
+                payer_currency = self._consumer(store, who).currency
+                if len(self._currencies) >= 100_000:
+                    self._currencies.clear()
+                self._currencies[who.consumer_id] = payer_currency
             s = self.d.settings
             warnings: list[QuoteWarning] = []
             p = store.get_payment_by_token(token) if parsed.initiation == "dynamic" else None
@@ -485,13 +492,13 @@ class WalletServices:
                         reason="CURRENCY_MISMATCH",
                     )
                 amount = typed
-            payer_amount, rate = self._price(store, amount, c.currency)
+            payer_amount, rate = self._price(store, amount, payer_currency)
             ttl = s.fx_quote_ttl if rate else s.quote_ttl
             expires = now + ttl
             if p is not None and p.expires_at is not None:
                 expires = min(expires, p.expires_at)
             qd = quotes.QuoteData(
-                consumer_id=c.id,
+                consumer_id=who.consumer_id,
                 merchant_id=merchant.id,
                 payment_id=p.id if p else "",
                 static_token="" if p else token,

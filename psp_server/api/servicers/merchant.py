@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,13 +9,11 @@ import grpc
 
 from protos.scanpay.v1 import common_pb2 as c
 from protos.scanpay.v1 import merchant_pb2 as m
-from protos.scanpay.v1 import merchant_pb2_grpc
 from psp_server.api import mapping
 from psp_server.api.auth import ApiKeys
 from psp_server.api.errors import handles_errors
 from psp_server.domain.errors import NotImplementedYet, ValidationError
 from psp_server.domain.money import Money
-from psp_server.domain.payments import from_snapshot
 from psp_server.service.cards import CardAction, CardServices, SwipeCard
 from psp_server.service.common import Idem, check_key
 from psp_server.service.events import EventBus
@@ -36,7 +33,9 @@ def _cursor(text: str) -> int:
     return int(text)
 
 
-class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
+class MerchantServicer:
+    """Every method of `scanpay.v1.MerchantService` (registered by `api.server.add_service`)."""
+
     def __init__(
         self,
         services: MerchantServices,
@@ -64,7 +63,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         return mapping.merchant_pb(mer, who.terminal_id, who.terminal_label)
 
     @handles_errors
-    async def CreatePayment(self, request: m.CreatePaymentRequest, context: Ctx) -> c.Payment:
+    async def CreatePayment(self, request: m.CreatePaymentRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cmd = CreatePayment(
             order_id=request.order_id,
@@ -75,7 +74,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         )
         idem = self._idem(who.merchant_id, "CreatePayment", request.idempotency_key, request)
         blob = await self._s.create_payment(who, cmd, idem, mapping.payment_bytes)
-        return c.Payment.FromString(blob)
+        return blob
 
     @handles_errors
     async def GetPayment(self, request: m.GetPaymentRequest, context: Ctx) -> c.Payment:
@@ -83,11 +82,11 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         return mapping.payment_pb(await self._s.get_payment(who, request.payment_id))
 
     @handles_errors
-    async def CancelPayment(self, request: m.CancelPaymentRequest, context: Ctx) -> c.Payment:
+    async def CancelPayment(self, request: m.CancelPaymentRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         idem = self._idem(who.merchant_id, "CancelPayment", request.idempotency_key, request)
         blob = await self._s.cancel_payment(who, request.payment_id, idem, mapping.payment_bytes)
-        return c.Payment.FromString(blob)
+        return blob
 
     @handles_errors
     async def ListPayments(
@@ -100,7 +99,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         )
 
     @handles_errors
-    async def RefundPayment(self, request: m.RefundPaymentRequest, context: Ctx) -> c.Payment:
+    async def RefundPayment(self, request: m.RefundPaymentRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cmd = RefundPayment(
             payment_id=request.payment_id,
@@ -111,9 +110,9 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         idem = self._idem(who.merchant_id, "RefundPayment", request.idempotency_key, request)
         if self._cards is not None and await self._cards.is_card_payment(who, cmd.payment_id):
             blob = await self._cards.refund(who, cmd, idem, mapping.payment_bytes)
-            return c.Payment.FromString(blob)
+            return blob
         blob = await self._s.refund_payment(who, cmd, idem, mapping.payment_bytes)
-        return c.Payment.FromString(blob)
+        return blob
 
     @handles_errors
     async def GetStaticQr(self, request: m.GetStaticQrRequest, context: Ctx) -> m.StaticQr:
@@ -130,7 +129,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
     @handles_errors
     async def WatchPayments(
         self, request: m.WatchPaymentsRequest, context: Ctx
-    ) -> AsyncIterator[m.PaymentEvent]:
+    ) -> AsyncIterator[bytes]:
         """Replay the log after the cursor, then tail it. Subscribing before the replay
         means nothing committed in between is missed; sequence numbers drop repeats."""
         who = await self._keys.principal(context)
@@ -147,7 +146,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
                 while True:
                     batch = await self._s.read_events(who.merchant_id, cursor)
                     for ev in batch:
-                        yield mapping.event_pb(ev, from_snapshot(json.loads(ev.data)))
+                        yield mapping.event_bytes(ev)
                         cursor = ev.seq
                     if len(batch) < 500:
                         break
@@ -158,7 +157,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
                         continue
                     if notice.seq == cursor + 1 and notice.event is not None:
                         ev = notice.event
-                        yield mapping.event_pb(ev, from_snapshot(json.loads(ev.data)))
+                        yield mapping.event_bytes(ev)
                         cursor = ev.seq
                         continue
                     break
@@ -166,7 +165,7 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
     # -- card rail -------------------------------------------------------------------
 
     @handles_errors
-    async def SwipeCard(self, request: m.SwipeCardRequest, context: Ctx) -> c.Payment:
+    async def SwipeCard(self, request: m.SwipeCardRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cards = self._card_rail()
         action = _ACTIONS.get(request.action)
@@ -180,10 +179,10 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
             action=action,
         )
         idem = self._idem(who.merchant_id, "SwipeCard", request.idempotency_key, request)
-        return c.Payment.FromString(await cards.swipe(who, cmd, idem, mapping.payment_bytes))
+        return await cards.swipe(who, cmd, idem, mapping.payment_bytes)
 
     @handles_errors
-    async def CapturePayment(self, request: m.CapturePaymentRequest, context: Ctx) -> c.Payment:
+    async def CapturePayment(self, request: m.CapturePaymentRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cards = self._card_rail()
         amount = (
@@ -193,22 +192,22 @@ class MerchantServicer(merchant_pb2_grpc.MerchantServiceServicer):
         )
         idem = self._idem(who.merchant_id, "CapturePayment", request.idempotency_key, request)
         blob = await cards.capture(who, request.payment_id, amount, idem, mapping.payment_bytes)
-        return c.Payment.FromString(blob)
+        return blob
 
     @handles_errors
-    async def VoidPayment(self, request: m.VoidPaymentRequest, context: Ctx) -> c.Payment:
+    async def VoidPayment(self, request: m.VoidPaymentRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cards = self._card_rail()
         idem = self._idem(who.merchant_id, "VoidPayment", request.idempotency_key, request)
         blob = await cards.void(who, request.payment_id, idem, mapping.payment_bytes)
-        return c.Payment.FromString(blob)
+        return blob
 
     @handles_errors
-    async def CloseBatch(self, request: m.CloseBatchRequest, context: Ctx) -> m.Batch:
+    async def CloseBatch(self, request: m.CloseBatchRequest, context: Ctx) -> bytes:
         who = await self._keys.principal(context)
         cards = self._card_rail()
         idem = self._idem(who.merchant_id, "CloseBatch", request.idempotency_key, request)
-        return m.Batch.FromString(await cards.close_batch(who, idem, mapping.batch_bytes))
+        return await cards.close_batch(who, idem, mapping.batch_bytes)
 
 
 _ACTIONS = {m.CARD_ACTION_SALE: CardAction.SALE, m.CARD_ACTION_AUTHORIZE: CardAction.AUTHORIZE}

@@ -7,7 +7,6 @@ from typing import Any
 import grpc
 
 from protos.scanpay.v1 import wallet_pb2 as w
-from protos.scanpay.v1 import wallet_pb2_grpc
 from psp_server.api import mapping
 from psp_server.api.auth import bearer
 from psp_server.api.errors import handles_errors
@@ -18,7 +17,9 @@ from psp_server.service.wallet import PayCommand, WalletServices
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
+class WalletServicer:
+    """Every method of `scanpay.v1.WalletService` (registered by `api.server.add_service`)."""
+
     def __init__(self, services: WalletServices) -> None:
         self._s = services
 
@@ -48,13 +49,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         return mapping.balance_pb(await self._s.get_balance(self._who(context)))
 
     @handles_errors
-    async def TopUp(self, request: w.TopUpRequest, context: Ctx) -> w.Balance:
+    async def TopUp(self, request: w.TopUpRequest, context: Ctx) -> bytes:
         who = self._who(context)
         idem = self._idem(who, "TopUp", request.idempotency_key, request)
         blob = await self._s.top_up(
             who, request.amount.amount_minor, request.amount.currency, idem, mapping.balance_bytes
         )
-        return w.Balance.FromString(blob)
+        return blob
 
     @handles_errors
     async def ResolveQr(self, request: w.ResolveQrRequest, context: Ctx) -> w.Quote:
@@ -65,7 +66,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         return mapping.quote_pb(q)
 
     @handles_errors
-    async def Pay(self, request: w.PayRequest, context: Ctx) -> w.Receipt:
+    async def Pay(self, request: w.PayRequest, context: Ctx) -> bytes:
         who = self._who(context)
         idem = self._idem(who, "Pay", request.idempotency_key, request)
         cmd = PayCommand(
@@ -76,7 +77,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             reference=request.reference,
         )
         blob = await self._s.pay(who, cmd, idem, mapping.receipt_bytes)
-        return w.Receipt.FromString(blob)
+        return blob
 
     @handles_errors
     async def ListTransactions(
