@@ -108,10 +108,16 @@ async def run_pay_load(
     server_pid: int | None = None,
 ) -> dict[str, object]:
     md_m = (("authorization", f"Bearer {api_key}"),)
-    # Several connections, so that several server processes (--workers) all get work.
+    # Several connections, as several tills and phones would have, so that several server
+    # processes (--workers) all get work. Channels with identical arguments share one
+    # connection in grpc, whatever the subchannel pool: a distinct argument each keeps
+    # them apart.
     channels = [
-        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CHANNELS)
+        grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.use_local_subchannel_pool", 1), ("scanpay.bench_connection", n)],
+        )
+        for n in range(CHANNELS)
     ]
     mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in channels]
     wstub = [wallet_pb2_grpc.WalletServiceStub(c) for c in channels]

@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from psp_server.cli.common import add_db_args, settings_from
 
@@ -93,7 +96,13 @@ async def serve(args: argparse.Namespace) -> int:
     await mark_serving(server)
     await start_background(app, primary=not child, follow_log=workers > 1 or child)
     host = args.listen.rsplit(":", 1)[0]
+    if child:
+        print(WORKER_READY, flush=True)
     procs = [] if child else _spawn_workers(args, host, port, workers - 1)
+    if procs:
+        # Announce the port only when every worker serves it: connections made before a
+        # worker listens would all land on this process.
+        await asyncio.to_thread(_wait_ready, procs)
     if not child:
         extra = f", {workers} worker processes" if workers > 1 else ""
         print(
@@ -150,8 +159,35 @@ def _spawn_workers(
             cmd += ["--cardnet", args.cardnet]
         if args.settlement_dir is not None:
             cmd += ["--settlement-dir", str(args.settlement_dir)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent))
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent))
     return procs
+
+
+WORKER_READY = "psp worker ready"
+
+
+def _wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
+    """Block until each worker printed its ready line; then stop reading its output."""
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        assert proc.stdout is not None
+        while True:
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([proc.stdout], [], [], left)
+            if not ready:
+                raise SystemExit("a worker process did not start in time")
+            line = proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"a worker process exited while starting (status {proc.wait()})")
+            if line.decode(errors="replace").strip() == WORKER_READY:
+                break
+        # Nothing else is read from it: keep its pipe from filling up.
+        threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+
+
+def _drain(stream: IO[bytes]) -> None:
+    for _ in iter(stream.readline, b""):
+        pass
 
 
 def _die_with_parent() -> None:

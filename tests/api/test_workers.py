@@ -112,3 +112,28 @@ def test_stream_sees_payments_from_both_processes(
         for pid in paid
         for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
     ]
+
+
+def _listening_sockets(port: int) -> int:
+    """Sockets in LISTEN state on ``port`` (each worker process has its own)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+def test_port_is_announced_once_every_worker_listens(
+    two_workers: tuple[PspProcess, dict[str, str]],
+) -> None:
+    # Clients connect the moment "psp listening" is printed; a worker that listened later
+    # would get none of those connections.
+    proc, _ = two_workers
+    port = int(proc.address.rsplit(":", 1)[1])
+    assert _listening_sockets(port) == 2
