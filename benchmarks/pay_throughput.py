@@ -37,7 +37,7 @@ from protos.scanpay.v1 import (  # noqa: E402
 )
 
 PASSWORD = "benchmark-password"
-CHANNELS = 8
+TILLS = 8  # merchant connections (tills); each payer has a connection of its own
 
 
 def start(
@@ -108,19 +108,20 @@ async def run_pay_load(
     server_pid: int | None = None,
 ) -> dict[str, object]:
     md_m = (("authorization", f"Bearer {api_key}"),)
-    # Several connections, as several tills and phones would have, so that several server
-    # processes (--workers) all get work. Channels with identical arguments share one
-    # connection in grpc, whatever the subchannel pool: a distinct argument each keeps
-    # them apart.
-    channels = [
-        grpc.aio.insecure_channel(
+    # A connection per till and per phone, as in a shop, so that several server processes
+    # (--workers) all get work. Channels with identical arguments share one connection in
+    # grpc: a distinct argument each keeps them apart.
+    def channel(n: int) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(
             address,
             options=[("grpc.use_local_subchannel_pool", 1), ("scanpay.bench_connection", n)],
         )
-        for n in range(CHANNELS)
-    ]
-    mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in channels]
-    wstub = [wallet_pb2_grpc.WalletServiceStub(c) for c in channels]
+
+    till_channels = [channel(n) for n in range(TILLS)]
+    phone_channels = [channel(TILLS + n) for n in range(concurrency)]
+    channels = till_channels + phone_channels
+    mstub = [merchant_pb2_grpc.MerchantServiceStub(c) for c in till_channels]
+    wstub = [wallet_pb2_grpc.WalletServiceStub(c) for c in phone_channels]
     tokens = []
     for e in emails:
         s = await wstub[0].Login(wallet_pb2.LoginRequest(email=e, password=PASSWORD))
@@ -155,7 +156,7 @@ async def run_pay_load(
     async def worker(i: int) -> None:
         nonlocal done
         md_w = (("authorization", f"Bearer {tokens[i % len(tokens)]}"),)
-        ms, ws = mstub[i % CHANNELS], wstub[i % CHANNELS]
+        ms, ws = mstub[i % TILLS], wstub[i]
         n = 0
         while time.perf_counter() < stop_at:
             n += 1
