@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -86,7 +86,8 @@ def make_engine(url: str, *, writer: bool) -> Engine:
 @dataclass
 class _Job(Generic[T]):
     fn: Callable[[Connection, Hooks], T]
-    future: Future[T] = field(default_factory=Future)
+    # Set for jobs submitted from a thread (made only then: a Future costs a lock).
+    future: Future[T] | None = None
     # Set for jobs submitted from an event loop: settled there, one wake-up per batch.
     aio: asyncio.Future[T] | None = None
 
@@ -118,9 +119,9 @@ class GroupCommitWriter:
     def submit(self, fn: Callable[[Connection, Hooks], T]) -> Future[T]:
         if self._stopped.is_set():
             raise WriterStopped("the database writer is stopped")
-        job: _Job[T] = _Job(fn)
-        self._queue.put(job)
-        return job.future
+        future: Future[T] = Future()
+        self._queue.put(_Job(fn, future=future))
+        return future
 
     def submit_async(self, fn: Callable[[Connection, Hooks], T]) -> asyncio.Future[T]:
         """Like :meth:`submit`, for a coroutine: the result is set on the caller's loop,
@@ -286,6 +287,7 @@ class GroupCommitWriter:
                 continue
             if exc is None:
                 _run_hooks(hooks)
+            assert job.future is not None
             if exc is not None:
                 job.future.set_exception(exc)
             else:

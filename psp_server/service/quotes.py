@@ -5,7 +5,6 @@ replica can verify one, and nobody can alter one without the server's secret."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ _FIELDS = tuple(QuoteData.__dataclass_fields__)
 
 
 def _sig(secret: bytes, body: bytes) -> str:
-    mac = hmac.new(secret, b"quote:" + body, hashlib.sha256).digest()[:18]
+    mac = hmac.digest(secret, b"quote:" + body, "sha256")[:18]
     return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
 
