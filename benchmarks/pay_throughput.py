@@ -108,6 +108,7 @@ async def run_pay_load(
     server_pid: int | None = None,
 ) -> dict[str, object]:
     md_m = (("authorization", f"Bearer {api_key}"),)
+
     # A connection per till and per phone, as in a shop, so that several server processes
     # (--workers) all get work. Channels with identical arguments share one connection in
     # grpc: a distinct argument each keeps them apart.
