@@ -346,3 +346,46 @@ def test_blur_direction_finds_the_motion_of_a_blurred_code() -> None:
     assert angle is not None
     assert abs((np.degrees(angle) - 30 + 90) % 180 - 90) < 15  # a rough estimate
     assert scanner._blur_direction(np.full((64, 64), 128, np.uint8)) is None
+
+
+def _blurred_code(length: float, degrees: float, defocus: float) -> np.ndarray:
+    """A small code on a plain 640x480 frame, out of focus, maybe moving, with sensor noise."""
+    code = framegen.render_qr_image(
+        "SCANPAY-DEBLUR-TEST-0123456789-ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789", module_px=3
+    )
+    img = np.full((480, 640), 200, np.float32)
+    img[100 : 100 + code.shape[0], 200 : 200 + code.shape[1]] = code
+    kernel = scanner._disk_kernel(defocus)
+    if length:
+        motion = scanner._motion_kernel(length, np.radians(degrees))
+        kernel = cv2.filter2D(np.pad(kernel, motion.shape[0]), -1, motion)
+    noisy = cv2.filter2D(img, -1, kernel) + np.random.default_rng(1).normal(0, 2, img.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("length", "degrees"), [(8.0, 60.0), (9.0, 120.0), (10.0, 20.0)])
+def test_blur_length_finds_the_length_of_a_moving_code(length: float, degrees: float) -> None:
+    frame = _blurred_code(length, degrees, 1.5)
+    angle = scanner._blur_direction(frame)
+    assert angle is not None
+    assert abs((np.degrees(angle) - degrees + 90) % 180 - 90) < 10
+    assert 0 <= scanner._blur_length(frame, angle) - length <= 2  # runs long by about a pixel
+
+
+@pytest.mark.parametrize(
+    ("length", "degrees", "defocus", "stage"),
+    [(0.0, 0.0, 2.0, "zxing:restore-d"), (10.0, 20.0, 1.4, "zxing:restore-m")],
+)
+def test_restore_stages_read_blur_that_the_earlier_stages_cannot(
+    length: float, degrees: float, defocus: float, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = _blurred_code(length, degrees, defocus)
+    result = scanner.decode_frame(frame)
+    assert result.payloads and result.stage is not None and result.stage.startswith(stage)
+    stages = scanner.chain_stages()
+    restore = [i for i, s in enumerate(stages) if s.startswith("zxing:restore-")]
+    assert restore and min(restore) > max(i for i, s in enumerate(stages) if ":deblur-" in s)
+    assert not any(":restore-" in s for s in scanner.chain_stages(fast=True))
+    without = tuple(st for st in scanner._CHAIN if not st.prep.startswith("restore-"))
+    monkeypatch.setattr(scanner, "_CHAIN", without)
+    assert scanner.decode_frame(frame).payloads == []
