@@ -1,0 +1,251 @@
+"""The group-commit writer on a real SQLite file: jobs from the event loop run there in
+batches with the COMMIT on a thread, jobs from threads on the writer thread, both on one
+connection; a job's result is reported only once it is committed; a failing job rolls
+back alone; a batch that fails as a whole is run again job by job; two writers (two
+server processes) on one file take turns without blocking either event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
+
+from psp_server.adapters.db import GroupCommitWriter, WriterStopped, make_engine
+
+Hooks = list[Callable[[], None]]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[Path, Engine]]:
+    path = tmp_path / "w.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+    engine = make_engine(f"sqlite:///{path}", writer=True)
+    try:
+        yield path, engine
+    finally:
+        engine.dispose()
+
+
+def insert(key: str, value: int = 1) -> Callable[[Connection, Hooks], str]:
+    def job(conn: Connection, hooks: Hooks) -> str:
+        conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+            "INSERT INTO t (k, v) VALUES (?, ?)", (key, value)
+        )
+        return key
+
+    return job
+
+
+def committed(path: Path) -> dict[str, int]:
+    """What another connection (another process) sees: only committed rows."""
+    with sqlite3.connect(path) as c:
+        return dict(c.execute("SELECT k, v FROM t").fetchall())
+
+
+async def test_loop_jobs_batch_and_report_only_what_is_committed(
+    db: tuple[Path, Engine],
+) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    seen_on_result: list[bool] = []
+    try:
+
+        async def one(i: int) -> None:
+            key = await writer.submit_async(insert(f"k{i}"))
+            seen_on_result.append(key in committed(path))
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+    finally:
+        writer.close()
+    assert all(seen_on_result) and len(seen_on_result) == 200
+    assert len(committed(path)) == 200
+    # Many jobs per commit (the first batch may be alone; the rest wait for its fsync).
+    assert writer.jobs == 200 and writer.batches < 20
+
+
+async def test_a_failing_job_rolls_back_alone(db: tuple[Path, Engine]) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+
+    def half_then_fail(conn: Connection, hooks: Hooks) -> None:
+        insert("partial")(conn, hooks)
+        raise ValueError("domain says no")
+
+    try:
+        results = await asyncio.gather(
+            writer.submit_async(insert("a")),
+            writer.submit_async(half_then_fail),
+            writer.submit_async(insert("a")),  # unique key: fails in its savepoint
+            writer.submit_async(insert("b")),
+            return_exceptions=True,
+        )
+    finally:
+        writer.close()
+    assert results[0] == "a" and results[3] == "b"
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], Exception) and "UNIQUE" in str(results[2])
+    assert committed(path) == {"a": 1, "b": 1}
+
+
+async def test_loop_jobs_and_their_hooks_run_on_the_loop_in_commit_order(
+    db: tuple[Path, Engine],
+) -> None:
+    """On SQLite a job from the event loop runs on the loop (no hand-over to a thread
+    per statement); one from a thread runs on the writer thread."""
+    _, engine = db
+    writer = GroupCommitWriter(engine)
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+    calls: list[tuple[str, int]] = []
+
+    def job(key: str) -> Callable[[Connection, Hooks], str]:
+        def run(conn: Connection, hooks: Hooks) -> str:
+            ran_on.append(threading.get_ident())
+            hooks.append(lambda: calls.append((key, threading.get_ident())))
+            return insert(key)(conn, hooks)
+
+        return run
+
+    try:
+        await asyncio.gather(*(writer.submit_async(job(f"h{i}")) for i in range(30)))
+        assert set(ran_on) == {loop_thread}
+        ran_on.clear()
+        await asyncio.to_thread(lambda: writer.submit(job("from-thread")).result(timeout=30))
+        assert len(ran_on) == 1 and ran_on[0] != loop_thread
+    finally:
+        writer.close()
+    assert [k for k, _ in calls][:30] == [f"h{i}" for i in range(30)]
+    assert {t for _, t in calls[:30]} == {loop_thread}
+
+
+async def test_a_batch_that_fails_as_a_whole_is_run_again_job_by_job(
+    db: tuple[Path, Engine],
+) -> None:
+    """A job that breaks the transaction (an OperationalError is fatal to the batch)
+    takes down its batch; the writer thread then runs each job alone, so only the
+    broken one fails."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    tries = {"n": 0}
+
+    def broken(conn: Connection, hooks: Hooks) -> None:
+        tries["n"] += 1
+        raise OperationalError("UPDATE x", {}, sqlite3.OperationalError("disk I/O error"))
+
+    try:
+        results = await asyncio.gather(
+            writer.submit_async(insert("x1")),
+            writer.submit_async(broken),
+            writer.submit_async(insert("x2")),
+            return_exceptions=True,
+        )
+    finally:
+        writer.close()
+    assert results[0] == "x1" and results[2] == "x2"
+    assert isinstance(results[1], OperationalError)
+    assert tries["n"] >= 2  # in the batch, then alone
+    assert committed(path) == {"x1": 1, "x2": 1}
+
+
+async def test_jobs_from_threads_and_from_the_loop_share_the_connection(
+    db: tuple[Path, Engine],
+) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+
+    def from_thread(n: int) -> None:
+        for i in range(n):
+            writer.submit(insert(f"t{i}")).result(timeout=30)
+
+    try:
+        thread = asyncio.to_thread(from_thread, 150)
+        loop_jobs = asyncio.gather(*(writer.submit_async(insert(f"l{i}")) for i in range(150)))
+        await asyncio.gather(thread, loop_jobs)
+        # and once more, interleaved at a finer grain
+        for i in range(30):
+            await asyncio.gather(
+                asyncio.to_thread(writer.submit(insert(f"u{i}")).result, 30),
+                writer.submit_async(insert(f"m{i}")),
+            )
+    finally:
+        writer.close()
+    rows = committed(path)
+    assert len(rows) == 360
+
+
+async def test_waiting_for_another_process_does_not_block_the_loop(
+    db: tuple[Path, Engine],
+) -> None:
+    """Another server process on the same file holds the write turn: this one's jobs
+    wait for it off the loop (the loop keeps serving), and commit once it lets go."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    other = os.open(str(path) + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        pay = asyncio.ensure_future(writer.submit_async(insert("queued")))
+        ticks = 0
+        start = time.monotonic()
+        while time.monotonic() - start < 0.3:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks >= 10, "the event loop stalled while the file lock was taken"
+        assert not pay.done() and committed(path) == {}
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert await asyncio.wait_for(pay, 10) == "queued"
+        assert committed(path) == {"queued": 1}
+        # and the lock is ours no longer: the other process gets its turn
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
+        writer.close()
+
+
+async def test_the_loop_runs_while_a_commit_waits_for_the_disk(
+    db: tuple[Path, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, engine = db
+    writer = GroupCommitWriter(engine)
+    real_commit = writer._commit
+
+    def slow_commit(trans: Any, file_locked: bool) -> None:
+        time.sleep(0.2)  # a slow fsync
+        real_commit(trans, file_locked)
+
+    monkeypatch.setattr(writer, "_commit", slow_commit)
+    try:
+        pay = asyncio.ensure_future(writer.submit_async(insert("slow")))
+        ticks = 0
+        while not pay.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert pay.result() == "slow"
+        assert ticks >= 10
+    finally:
+        writer.close()
+
+
+async def test_close_writes_what_was_submitted_and_refuses_more(
+    db: tuple[Path, Engine],
+) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    assert await writer.submit_async(insert("before")) == "before"
+    late = writer.submit_async(insert("late"))  # queued, its batch not started yet
+    writer.close()
+    assert await asyncio.wait_for(late, 10) == "late"
+    with pytest.raises(WriterStopped):
+        writer.submit_async(insert("after"))
+    assert committed(path) == {"before": 1, "late": 1}
