@@ -1,5 +1,8 @@
 """A bare grpc.aio server with one unary echo method and nothing else: the ceiling any
-gRPC service in Python reaches on this machine. Prints its port, serves until killed."""
+gRPC service in Python reaches on this machine. Prints its port, serves until killed.
+
+    python benchmarks/echo_server.py [HOST:PORT] [uvloop|asyncio]
+"""
 
 from __future__ import annotations
 
@@ -30,4 +33,10 @@ async def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"))
+    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"
+    if len(sys.argv) > 2 and sys.argv[2] == "uvloop":
+        import uvloop
+
+        uvloop.run(main(address))
+    else:
+        asyncio.run(main(address))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -21,7 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
@@ -37,6 +40,7 @@ from protos.scanpay.v1 import (  # noqa: E402
 )
 
 PASSWORD = "benchmark-password"
+T = TypeVar("T")
 TILLS = 8  # merchant connections (tills); each payer has a connection of its own
 
 
@@ -243,17 +247,28 @@ async def run_echo_load(address: str, seconds: float, concurrency: int) -> dict[
     return {"calls": done, "calls_per_s": round(done / elapsed, 1)}
 
 
-def _client_proc(kind: str, args: tuple, out: mp.Queue[dict[str, object]]) -> None:
+def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
+    """The load generators run on the same kind of event loop as the server."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def _client_proc(kind: str, loop: str, args: tuple, out: mp.Queue[dict[str, object]]) -> None:
     if kind == "pay":
-        out.put(asyncio.run(run_pay_load(*args)))
+        out.put(run_on(loop, run_pay_load(*args)))
     else:
-        out.put(asyncio.run(run_echo_load(*args)))
+        out.put(run_on(loop, run_echo_load(*args)))
 
 
-def in_processes(kind: str, clients: int, argsets: list[tuple]) -> list[dict[str, object]]:
+def in_processes(
+    kind: str, loop: str, clients: int, argsets: list[tuple]
+) -> list[dict[str, object]]:
     ctx = mp.get_context("spawn")
     q: mp.Queue[dict[str, object]] = ctx.Queue()
-    procs = [ctx.Process(target=_client_proc, args=(kind, a, q)) for a in argsets[:clients]]
+    procs = [ctx.Process(target=_client_proc, args=(kind, loop, a, q)) for a in argsets[:clients]]
     for p in procs:
         p.start()
     results = [q.get() for _ in procs]
@@ -274,6 +289,12 @@ def main() -> int:
     ap.add_argument("--wallets", type=int, default=64)
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
     ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
+    ap.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="for the server, the echo server and the load generators",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
@@ -310,6 +331,8 @@ def main() -> int:
                 db,
                 "--workers",
                 str(args.workers),
+                "--event-loop",
+                args.event_loop,
             ],
             "psp listening on",
             env,
@@ -329,9 +352,9 @@ def main() -> int:
                 for i in range(args.clients)
             ]
             if args.clients == 1:
-                results = [asyncio.run(run_pay_load(*argsets[0]))]
+                results = [run_on(args.event_loop, run_pay_load(*argsets[0]))]
             else:
-                results = in_processes("pay", args.clients, argsets)
+                results = in_processes("pay", args.event_loop, args.clients, argsets)
             # CPU while paying (sign-in excluded); one client measures the server.
             server_cpu = float(results[0]["server_cpu_s"])  # type: ignore[arg-type]
             client_cpu = sum(float(r["client_cpu_s"]) for r in results)  # type: ignore[arg-type]
@@ -341,16 +364,22 @@ def main() -> int:
         echo_res: list[dict[str, object]] = []
         if not args.no_echo:
             echo, echo_addr = start(
-                [sys.executable, str(ROOT / "benchmarks" / "echo_server.py")], "echo listening on"
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "echo_server.py"),
+                    "127.0.0.1:0",
+                    args.event_loop,
+                ],
+                "echo listening on",
             )
             try:
                 eargs = [
                     (echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)
                 ]
                 echo_res = (
-                    [asyncio.run(run_echo_load(*eargs[0]))]
+                    [run_on(args.event_loop, run_echo_load(*eargs[0]))]
                     if args.clients == 1
-                    else in_processes("echo", args.clients, eargs)
+                    else in_processes("echo", args.event_loop, args.clients, eargs)
                 )
             finally:
                 echo.terminate()
@@ -365,6 +394,7 @@ def main() -> int:
         else "sqlite (WAL, synchronous=FULL)",
         "cores": os.cpu_count(),
         "server_workers": args.workers,
+        "event_loop": args.event_loop,
         "clients": args.clients,
         "concurrency": args.concurrency,
         "pay_per_s": round(pays / elapsed, 1),

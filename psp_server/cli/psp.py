@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import select
 import signal
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from psp_server.cli.common import add_db_args, settings_from
+
+# A C event loop on libuv (grpc.aio runs on any asyncio loop); not on every platform.
+_HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
 
 def register(sub: Any) -> None:
@@ -41,6 +45,13 @@ def register(sub: Any) -> None:
         type=int,
         default=1,
         help="server processes sharing the port (SO_REUSEPORT) and the database",
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop" if _HAVE_UVLOOP else "asyncio",
+        help="uvloop (the default where installed: about a tenth less CPU per payment) "
+        "or the standard library's loop",
     )
     serve.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     add_db_args(serve)
@@ -148,6 +159,8 @@ def _spawn_workers(
             str(args.workers),
             "--listen",
             f"{host}:{port}",
+            "--event-loop",
+            args.event_loop,
         ]
         if args.data is not None:
             cmd += ["--data", str(args.data)]
@@ -204,4 +217,8 @@ def _die_with_parent() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(serve(args))
     return asyncio.run(serve(args))
