@@ -76,9 +76,22 @@ _Q_INSERT_PAYMENT = Sql(
     + ", ".join(":" + c.strip() for c in _PAYMENT_COLS.split(","))
     + ")"
 )
+# What a payment's life changes (status, capture, refunds, the payer, the snapshot); the
+# other columns are fixed at creation. Leaving them out of the UPDATE spares rewriting the
+# indexes on them (SQLite rewrites an index whose column is assigned, changed or not).
+_PAYMENT_MUTABLE = (
+    "status",
+    "amount_minor",
+    "fee_minor",
+    "refunded_minor",
+    "payer_consumer_id",
+    "paid_at",
+    "version",
+    "data",
+)
 _Q_UPDATE_PAYMENT = Sql(
     "UPDATE payments SET "
-    + ", ".join(f"{c.strip()} = :{c.strip()}" for c in _PAYMENT_COLS.split(","))
+    + ", ".join(f"{c} = :{c}" for c in _PAYMENT_MUTABLE)
     + " WHERE id = :id AND version = :expected_version"
 )
 _Q_PAYMENT = Sql("SELECT data FROM payments WHERE id = :id")
@@ -743,6 +756,27 @@ class SqlStore:
                 )
             if AccountType(row.type) in NON_NEGATIVE and row.balance_minor < 0:
                 problems.append(f"account {row.id}: negative wallet {row.balance_minor}")
+        problems += self._payment_row_problems()
+        return problems
+
+    def _payment_row_problems(self) -> list[str]:
+        """A payment's lookup columns must say what its snapshot says (an update writes
+        only the columns a payment's life changes: one that changed another would show)."""
+        c = t.payments.c
+        cols = [col for col in t.payments.columns if col.name not in ("id", "data")]
+        problems: list[str] = []
+        for row in self.conn.execute(select(c.id, c.data, *cols)).all():
+            want = _payment_values(from_snapshot(json.loads(row.data)))
+            for col in cols:
+                have = getattr(row, col.name)
+                expected = want[col.name]
+                if isinstance(have, datetime):
+                    have = self._dt(have)
+                if have != expected:
+                    problems.append(
+                        f"payment {row.id}: column {col.name} is {have!r}, "
+                        f"the payment says {expected!r}"
+                    )
         return problems
 
 
