@@ -126,6 +126,9 @@ class GroupCommitWriter:
         self._pending: list[_Job[Any]] = []
         self._drainer: asyncio.Task[None] | None = None
         self._drain_loop: asyncio.AbstractEventLoop | None = None
+        # Binds the inline path to one loop at a time: a job from another loop (another
+        # thread's) goes to the writer thread, never into that loop's batches.
+        self._bind = threading.Lock()
         self._committer: ThreadPoolExecutor | None = None
         # Several processes writing one SQLite file take turns through a file lock: the
         # kernel wakes the next writer the moment the lock is free, where SQLite's own
@@ -158,13 +161,18 @@ class GroupCommitWriter:
             raise WriterStopped("the database writer is stopped")
         loop = asyncio.get_running_loop()
         job: _Job[T] = _Job(fn, aio=loop.create_future())
-        if self._inline and (self._drainer is None or self._drain_loop is loop):
-            self._pending.append(job)
-            if self._drainer is None:
-                # Starts on the loop's next turn: the jobs submitted until then join it.
-                self._drain_loop = loop
-                self._drainer = loop.create_task(self._drain(), name="db-writer-drain")
-        else:
+        inline = False
+        if self._inline:
+            with self._bind:
+                if self._drain_loop is None or self._drain_loop is loop:
+                    inline = True
+                    self._pending.append(job)
+                    if self._drain_loop is None:
+                        # Starts on the loop's next turn: the jobs submitted until then
+                        # join its first batch.
+                        self._drain_loop = loop
+                        self._drainer = loop.create_task(self._drain(), name="db-writer-drain")
+        if not inline:
             self._queue.put(job)
         assert job.aio is not None
         return job.aio
@@ -175,9 +183,10 @@ class GroupCommitWriter:
             if self._committer is not None:
                 # A COMMIT in flight finishes (and lets go of the connection) first.
                 self._committer.shutdown(wait=True)
-            pending, self._pending = self._pending, []
+            with self._bind:
+                pending, self._pending = self._pending, []
             for job in pending:
-                self._queue.put(job)  # failed by the thread as it stops
+                self._queue.put(job)  # written by the thread before it stops
             self._queue.put(None)
             self._thread.join(timeout=30)
 
@@ -194,13 +203,13 @@ class GroupCommitWriter:
                 if not await self._drain_once():
                     break
         finally:
-            self._drainer = None
-            self._drain_loop = None
-            if self._pending:
+            with self._bind:
+                self._drainer = None
+                self._drain_loop = None
                 # Stopped, or the writer thread has the connection: it takes these.
                 pending, self._pending = self._pending, []
-                for job in pending:
-                    self._queue.put(job)
+            for job in pending:
+                self._queue.put(job)
 
     async def _drain_once(self) -> bool:
         """One batch from ``_pending`` on the loop, committed by the commit thread.

@@ -184,6 +184,37 @@ async def test_jobs_from_threads_and_from_the_loop_share_the_connection(
     assert len(rows) == 360
 
 
+async def test_jobs_from_two_event_loops_are_each_settled_on_their_own(
+    db: tuple[Path, Engine],
+) -> None:
+    """A second loop in another thread (a test harness, a tool) writing at the same time:
+    its jobs go through the writer thread and its futures resolve on its own loop."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    loop_thread = threading.get_ident()
+    other_results: list[str] = []
+
+    async def other_loop() -> None:
+        mine = threading.get_ident()
+        assert mine != loop_thread
+
+        async def one(i: int) -> None:
+            other_results.append(await writer.submit_async(insert(f"o{i}")))
+            assert threading.get_ident() == mine
+
+        await asyncio.gather(*(one(i) for i in range(100)))
+
+    try:
+        await asyncio.gather(
+            asyncio.to_thread(asyncio.run, other_loop()),
+            *(writer.submit_async(insert(f"m{i}")) for i in range(100)),
+        )
+    finally:
+        writer.close()
+    assert sorted(other_results) == sorted(f"o{i}" for i in range(100))
+    assert len(committed(path)) == 200
+
+
 async def test_waiting_for_another_process_does_not_block_the_loop(
     db: tuple[Path, Engine],
 ) -> None:
