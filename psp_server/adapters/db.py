@@ -172,6 +172,7 @@ class GroupCommitWriter:
                         # join its first batch.
                         self._drain_loop = loop
                         self._drainer = loop.create_task(self._drain(), name="db-writer-drain")
+                        self._drainer.add_done_callback(self._drained)
         if not inline:
             self._queue.put(job)
         assert job.aio is not None
@@ -198,18 +199,22 @@ class GroupCommitWriter:
         return self._committer
 
     async def _drain(self) -> None:
-        try:
-            while self._pending and not self._stopped.is_set():
-                if not await self._drain_once():
-                    break
-        finally:
-            with self._bind:
-                self._drainer = None
-                self._drain_loop = None
-                # Stopped, or the writer thread has the connection: it takes these.
-                pending, self._pending = self._pending, []
-            for job in pending:
-                self._queue.put(job)
+        while self._pending and not self._stopped.is_set():
+            if not await self._drain_once():
+                break
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        """The drain ended (also when cancelled before it ever ran, where a ``finally``
+        in it would not run): unbind the loop; the writer thread takes what is left
+        (stopped, or the thread had the connection)."""
+        with self._bind:
+            self._drainer = None
+            self._drain_loop = None
+            pending, self._pending = self._pending, []
+        for job in pending:
+            self._queue.put(job)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("database writer drain failed", exc_info=task.exception())
 
     async def _drain_once(self) -> bool:
         """One batch from ``_pending`` on the loop, committed by the commit thread.

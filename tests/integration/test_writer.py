@@ -215,6 +215,28 @@ async def test_jobs_from_two_event_loops_are_each_settled_on_their_own(
     assert len(committed(path)) == 200
 
 
+async def test_a_drain_cancelled_before_it_ran_loses_nothing(db: tuple[Path, Engine]) -> None:
+    """Its jobs go to the writer thread and the loop is free to start another drain."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    try:
+        first = writer.submit_async(insert("c1"))
+        assert writer._drainer is not None
+        writer._drainer.cancel()
+        assert await asyncio.wait_for(first, 10) == "c1"
+        ran_on: list[int] = []
+
+        def c2(conn: Connection, hooks: Hooks) -> str:
+            ran_on.append(threading.get_ident())
+            return insert("c2")(conn, hooks)
+
+        assert await asyncio.wait_for(writer.submit_async(c2), 10) == "c2"
+        assert ran_on == [threading.get_ident()]  # on the loop again
+    finally:
+        writer.close()
+    assert committed(path) == {"c1": 1, "c2": 1}
+
+
 async def test_waiting_for_another_process_does_not_block_the_loop(
     db: tuple[Path, Engine],
 ) -> None:
