@@ -8,6 +8,8 @@ in the browser's storage and lands on Home.
 
 from __future__ import annotations
 
+import asyncio
+
 import flet as ft
 
 from wallet_app.client import WalletClient
@@ -74,20 +76,25 @@ def App(state: WalletState) -> ft.Control:
 
 
 class PrefsTokenStore:
-    """The refresh token in the browser's local storage (``SharedPreferences`` on the web)."""
+    """The refresh token in the browser's local storage (``SharedPreferences`` on the web).
 
-    def __init__(self, prefs: ft.SharedPreferences) -> None:
+    Flet waits for the browser's answer without a limit; a browser that never answers
+    (a page going away, a storage call it dropped) must not hang the wallet, so every call
+    gives up after ``timeout`` seconds with ``TimeoutError``."""
+
+    def __init__(self, prefs: ft.SharedPreferences, timeout: float = 5.0) -> None:
         self._prefs = prefs
+        self._timeout = timeout
 
     async def load(self) -> str | None:
-        value = await self._prefs.get(STORAGE_KEY)
+        value = await asyncio.wait_for(self._prefs.get(STORAGE_KEY), self._timeout)
         return value if isinstance(value, str) and value else None
 
     async def save(self, token: str) -> None:
-        await self._prefs.set(STORAGE_KEY, token)
+        await asyncio.wait_for(self._prefs.set(STORAGE_KEY, token), self._timeout)
 
     async def clear(self) -> None:
-        await self._prefs.remove(STORAGE_KEY)
+        await asyncio.wait_for(self._prefs.remove(STORAGE_KEY), self._timeout)
 
 
 def image_picker(picker: ft.FilePicker) -> ImagePicker:

@@ -320,13 +320,17 @@ class WalletState:
         self.go(SIGN_IN)
 
     async def _on_session(self, session: AuthSession | None) -> None:
-        """The client has a new session (or none): keep the refresh token in storage."""
+        """The client has a new session (or none): keep the refresh token in storage, in
+        the background (the browser answers when it answers; signing in does not wait)."""
         if session is None:
-            await self._forget_token()
+            self._spawn("store", self._forget_token())
             return
         self.consumer = session.consumer
+        self._spawn("store", self._store_token(session.refresh_token))
+
+    async def _store_token(self, token: str) -> None:
         try:
-            await self.storage.save(session.refresh_token)
+            await self.storage.save(token)
         except Exception:
             log.warning("could not store the session", exc_info=True)
 

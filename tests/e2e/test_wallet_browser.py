@@ -186,6 +186,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     finally:
         if wallet is not None:
             wallet.stop()
+            # Shown with a failing test's output: what the wallet process said.
+            if wallet.log.exists():
+                tail = wallet.log.read_text(errors="replace").splitlines()[-80:]
+                print("--- wallet.log (last 80 lines)", *tail, sep="\n")
         psp.stop()
         shutil.rmtree(files, ignore_errors=True)
 
@@ -210,10 +214,24 @@ def open_wallet(world: World, context):
 
 
 def fill(page, label: str, text: str) -> None:
+    """Type into a field as a person does (click, select all, type), then check what the
+    field holds: on a busy machine the select-all can land before the field has the
+    focus, and the text is then typed after what was there (a wrong password on the
+    second sign-in). Tries again, a few times, until the field says ``text``."""
+    from playwright.sync_api import expect
+
     box = page.get_by_role("textbox", name=label)
-    box.click()
-    page.keyboard.press("Control+A")
-    page.keyboard.type(text)
+    for _ in range(4):
+        box.click()
+        expect(box).to_be_focused()
+        page.keyboard.press("Control+A")
+        page.keyboard.type(text)
+        try:
+            expect(box).to_have_value(text, timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    expect(box).to_have_value(text)
 
 
 def sign_in(page, password: str = PASSWORD) -> None:

@@ -23,6 +23,7 @@ from tests.wallet_fakes import (
     qr_png,
 )
 from wallet_app.client import SESSION_ENDED
+from wallet_app.routes import PrefsTokenStore
 from wallet_app.state import CONFIRM, HOME, RECEIPT, SCAN, SIGN_IN, WalletState
 
 
@@ -65,6 +66,40 @@ async def test_sign_in_loads_home_and_stores_the_refresh_token():
     assert state.balance is not None and state.balance.available == Money(100_00, "EUR")
     assert state.consumer is not None and state.consumer.display_name == "Ann"
     assert storage.token == state.client.session.refresh_token
+
+
+class SilentStore(MemoryTokenStore):
+    """A browser that never answers a storage call."""
+
+    async def save(self, token: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_sign_in_does_not_wait_for_the_browser_to_store_the_session():
+    storage = SilentStore()
+    state = make_state(storage=storage)
+    await state.start()
+    await asyncio.wait_for(state.sign_in("ann@example.com", PASSWORD), 5)
+    assert state.route == HOME
+    assert state.balance is not None and state.balance.available == Money(100_00, "EUR")
+    await state.close()
+
+
+async def test_the_browser_storage_gives_up_when_the_browser_does_not_answer():
+    class NeverAnswers:
+        async def get(self, *key_and_value):
+            await asyncio.Event().wait()
+
+        set = remove = get
+
+    store = PrefsTokenStore(NeverAnswers(), timeout=0.05)  # type: ignore[arg-type]
+    with pytest.raises(TimeoutError):
+        await store.load()
+    with pytest.raises(TimeoutError):
+        await store.save("rt")
+    state = make_state(storage=store)
+    await state.start()  # a stored session that cannot be read: sign in
+    assert state.route == SIGN_IN
 
 
 @pytest.mark.parametrize(
