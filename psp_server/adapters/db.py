@@ -262,13 +262,38 @@ class GroupCommitWriter:
                     self._queue.put(job)
                 return True
             raise
-        commit = loop.run_in_executor(self._commit_pool(), self._commit, trans, file_locked)
         try:
-            await asyncio.shield(commit)
-        except Exception:
+            commit = loop.run_in_executor(self._commit_pool(), self._commit, trans, file_locked)
+        except BaseException:  # the commit thread is gone (closing from another thread)
+            with contextlib.suppress(Exception):
+                trans.rollback()
+            self._unlock(file_locked)
             for job in batch:
                 self._queue.put(job)
-            return True
+            raise
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # This drain is cancelled, not the commit: its callers still get their answers.
+            commit.add_done_callback(lambda f: self._committed(f, batch, outcomes))
+            raise
+        except Exception:
+            pass
+        self._committed(commit, batch, outcomes)
+        return True
+
+    def _committed(
+        self,
+        commit: asyncio.Future[None],
+        batch: list[_Job[Any]],
+        outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]],
+    ) -> None:
+        """On the loop, once the commit thread is done: settle the batch's jobs, or (the
+        COMMIT failed, and was rolled back) hand them to the writer thread to run again."""
+        if commit.cancelled() or commit.exception() is not None:
+            for job in batch:
+                self._queue.put(job)
+            return
         self.batches += 1
         self.jobs += len(batch)
         settle: list[_Settle] = []
@@ -276,7 +301,6 @@ class GroupCommitWriter:
             assert job.aio is not None
             settle.append((job.aio, result, error, hooks))
         _settle(settle)
-        return True
 
     def _commit(self, trans: Any, file_locked: bool) -> None:
         """In the commit thread: the fsync, then the connection is free again."""

@@ -290,6 +290,34 @@ async def test_the_loop_runs_while_a_commit_waits_for_the_disk(
         writer.close()
 
 
+async def test_a_drain_cancelled_during_the_commit_still_answers(
+    db: tuple[Path, Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    real_commit = writer._commit
+    in_commit = threading.Event()
+
+    def slow_commit(trans: Any, file_locked: bool) -> None:
+        in_commit.set()
+        time.sleep(0.2)
+        real_commit(trans, file_locked)
+
+    monkeypatch.setattr(writer, "_commit", slow_commit)
+    try:
+        pay = asyncio.ensure_future(writer.submit_async(insert("during")))
+        while not in_commit.is_set():
+            await asyncio.sleep(0.005)
+        assert writer._drainer is not None
+        writer._drainer.cancel()
+        assert await asyncio.wait_for(pay, 10) == "during"
+        monkeypatch.setattr(writer, "_commit", real_commit)
+        assert await asyncio.wait_for(writer.submit_async(insert("after")), 10) == "after"
+    finally:
+        writer.close()
+    assert committed(path) == {"during": 1, "after": 1}
+
+
 async def test_close_writes_what_was_submitted_and_refuses_more(
     db: tuple[Path, Engine],
 ) -> None:
