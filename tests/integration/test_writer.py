@@ -266,18 +266,26 @@ async def test_waiting_for_another_process_does_not_block_the_loop(
         writer.close()
 
 
+def slow_commits(writer: GroupCommitWriter, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Every COMMIT waits 0.2 s first (a slow fsync); the event is set once one starts."""
+    real_commit = writer._commit
+    started = threading.Event()
+
+    def slow_commit(trans: Any, file_locked: bool) -> None:
+        started.set()
+        time.sleep(0.2)
+        real_commit(trans, file_locked)
+
+    monkeypatch.setattr(writer, "_commit", slow_commit)
+    return started
+
+
 async def test_the_loop_runs_while_a_commit_waits_for_the_disk(
     db: tuple[Path, Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, engine = db
     writer = GroupCommitWriter(engine)
-    real_commit = writer._commit
-
-    def slow_commit(trans: Any, file_locked: bool) -> None:
-        time.sleep(0.2)  # a slow fsync
-        real_commit(trans, file_locked)
-
-    monkeypatch.setattr(writer, "_commit", slow_commit)
+    slow_commits(writer, monkeypatch)
     try:
         pay = asyncio.ensure_future(writer.submit_async(insert("slow")))
         ticks = 0
@@ -296,14 +304,7 @@ async def test_a_drain_cancelled_during_the_commit_still_answers(
     path, engine = db
     writer = GroupCommitWriter(engine)
     real_commit = writer._commit
-    in_commit = threading.Event()
-
-    def slow_commit(trans: Any, file_locked: bool) -> None:
-        in_commit.set()
-        time.sleep(0.2)
-        real_commit(trans, file_locked)
-
-    monkeypatch.setattr(writer, "_commit", slow_commit)
+    in_commit = slow_commits(writer, monkeypatch)
     try:
         pay = asyncio.ensure_future(writer.submit_async(insert("during")))
         while not in_commit.is_set():
