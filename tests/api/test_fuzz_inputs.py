@@ -342,7 +342,7 @@ def _mutations(world_payloads: list[str]) -> st.SearchStrategy[str]:
         mutate,
         st.sampled_from(world_payloads),
         st.integers(0, 200),
-        st.characters(),
+        st.characters(codec="utf-8"),  # what a client can put in a string field
         st.integers(0, 3),
     )
 
@@ -370,7 +370,7 @@ def test_fuzz_pay(
             st.builds(
                 lambda i, ch: q[: i % len(q)] + ch + q[i % len(q) + 1 :],
                 st.integers(0, 400),
-                st.characters(),
+                st.characters(codec="utf-8"),
             ),
         )
     )
