@@ -258,6 +258,7 @@ class GroupCommitWriter:
             if isinstance(exc, Exception):
                 # The batch failed as a whole: the writer thread runs it again, a job at
                 # a time, with its retries.
+                log.warning("batch of %d failed (%s); the writer thread retries", len(batch), exc)
                 for job in batch:
                     self._queue.put(job)
                 return True
@@ -291,6 +292,11 @@ class GroupCommitWriter:
         """On the loop, once the commit thread is done: settle the batch's jobs, or (the
         COMMIT failed, and was rolled back) hand them to the writer thread to run again."""
         if commit.cancelled() or commit.exception() is not None:
+            log.warning(
+                "commit of %d jobs failed (%s); the writer thread runs them again",
+                len(batch),
+                "cancelled" if commit.cancelled() else commit.exception(),
+            )
             for job in batch:
                 self._queue.put(job)
             return
