@@ -45,10 +45,11 @@ TILLS = 8  # merchant connections (tills); each payer has a connection of its ow
 
 
 def start(
-    cmd: list[str], prefix: str, env: dict[str, str] | None = None
+    cmd: list[str], prefix: str, env: dict[str, str] | None = None, log: str = ""
 ) -> tuple[subprocess.Popen[str], str]:
+    stderr: Any = open(log, "a") if log else subprocess.DEVNULL  # noqa: SIM115 (open while the server runs)
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env
+        cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env=env
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -295,6 +296,7 @@ def main() -> int:
         default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         help="for the server, the echo server and the load generators",
     )
+    ap.add_argument("--server-log", default="", help="append the PSP server's log to this file")
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
@@ -336,6 +338,7 @@ def main() -> int:
             ],
             "psp listening on",
             env,
+            args.server_log,
         )
         try:
             emails = list(seeded["emails"])  # type: ignore[call-overload]

@@ -13,7 +13,8 @@ for the disk, goes to a thread; the jobs that arrive meanwhile make the next bat
 every statement to a writer thread instead costs two interpreter-lock handovers per
 statement, more CPU than the statements themselves. Jobs submitted from a thread, all jobs
 on PostgreSQL (a network round trip per statement), and a batch that failed as a whole run
-on the writer thread; one lock keeps the two apart on the connection.
+on the writer thread; one lock keeps the two apart on the connection, and while the thread
+has it the loop's jobs wait (off the loop) rather than follow them to the thread.
 
 On PostgreSQL the same code runs; several server processes (replicas) may write at once
 and correctness then rests on row locks and conditional updates in the store.
@@ -199,15 +200,26 @@ class GroupCommitWriter:
         return self._committer
 
     async def _drain(self) -> None:
-        while self._pending and not self._stopped.is_set():
-            if not await self._drain_once():
-                break
+        while not self._stopped.is_set():
+            with self._bind:
+                if not self._pending:
+                    # Unbound here, in the task, in the same step that saw nothing left:
+                    # a job submitted after it starts a new drain. (A done-callback runs a
+                    # loop turn later; jobs submitted in between would find the loop
+                    # still bound and no drain to run them.)
+                    if self._drainer is asyncio.current_task():
+                        self._drainer = None
+                        self._drain_loop = None
+                    return
+            await self._drain_once()
 
     def _drained(self, task: asyncio.Task[None]) -> None:
-        """The drain ended (also when cancelled before it ever ran, where a ``finally``
-        in it would not run): unbind the loop; the writer thread takes what is left
-        (stopped, or the thread had the connection)."""
+        """The drain ended without unbinding itself (cancelled, also before it ever ran,
+        where nothing in it would run; failed; the writer stopped): unbind the loop and
+        hand what is left to the writer thread."""
         with self._bind:
+            if self._drainer is not task:
+                return  # it unbound itself; a new drain may already be bound
             self._drainer = None
             self._drain_loop = None
             pending, self._pending = self._pending, []
@@ -216,26 +228,36 @@ class GroupCommitWriter:
         if not task.cancelled() and task.exception() is not None:
             log.error("database writer drain failed", exc_info=task.exception())
 
-    async def _drain_once(self) -> bool:
-        """One batch from ``_pending`` on the loop, committed by the commit thread.
-        False when the connection is busy on the writer thread (the caller hands the
-        jobs over to it)."""
+    async def _off_loop(self, acquire: Callable[[], Any], release: Callable[[], None]) -> None:
+        """Wait for a lock on the commit thread, so the loop runs on meanwhile. Cancelled,
+        the lock is let go of once the wait gets it."""
+        wait = asyncio.get_running_loop().run_in_executor(self._commit_pool(), acquire)
+        try:
+            await asyncio.shield(wait)
+        except asyncio.CancelledError:
+            wait.add_done_callback(lambda f: release() if f.exception() is None else None)
+            raise
+
+    async def _drain_once(self) -> None:
+        """One batch from ``_pending`` on the loop, committed by the commit thread."""
         if not self._conn_lock.acquire(blocking=False):
-            return False
+            # The writer thread has the connection (jobs from a thread, or ones it runs
+            # again): wait for it, then carry on here. Handing the loop's jobs over to it
+            # instead would keep it busy, and every later drain would find it busy too.
+            await self._off_loop(self._conn_lock.acquire, self._conn_lock.release)
         loop = asyncio.get_running_loop()
         file_locked = self._lock_fd is not None
         if self._lock_fd is not None:
+            lock_fd = self._lock_fd
             try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 # Another server process is writing: wait for its turn off the loop.
-                wait = loop.run_in_executor(
-                    self._commit_pool(), fcntl.flock, self._lock_fd, fcntl.LOCK_EX
-                )
                 try:
-                    await asyncio.shield(wait)
+                    await self._off_loop(
+                        lambda: fcntl.flock(lock_fd, fcntl.LOCK_EX), lambda: self._unlock(True)
+                    )
                 except asyncio.CancelledError:
-                    wait.add_done_callback(lambda f: self._unlock(f.exception() is None))
                     raise
                 except BaseException:
                     self._conn_lock.release()
@@ -261,7 +283,7 @@ class GroupCommitWriter:
                 log.warning("batch of %d failed (%s); the writer thread retries", len(batch), exc)
                 for job in batch:
                     self._queue.put(job)
-                return True
+                return
             raise
         try:
             commit = loop.run_in_executor(self._commit_pool(), self._commit, trans, file_locked)
@@ -281,7 +303,6 @@ class GroupCommitWriter:
         except Exception:
             pass
         self._committed(commit, batch, outcomes)
-        return True
 
     def _committed(
         self,

@@ -237,6 +237,104 @@ async def test_a_drain_cancelled_before_it_ran_loses_nothing(db: tuple[Path, Eng
     assert committed(path) == {"c1": 1, "c2": 1}
 
 
+def on_thread(key: str, ran_on: list[int]) -> Callable[[Connection, Hooks], str]:
+    """An insert that notes which thread ran it."""
+
+    def run(conn: Connection, hooks: Hooks) -> str:
+        ran_on.append(threading.get_ident())
+        return insert(key)(conn, hooks)
+
+    return run
+
+
+async def test_a_job_submitted_as_the_drain_ends_runs_on_the_loop(
+    db: tuple[Path, Engine],
+) -> None:
+    """A caller that submits its next job as soon as the last one is answered (a till's
+    next sale) finds the drain ending: the job still runs on the loop. Before, it was
+    queued behind a drain that had already finished and went to the writer thread, which
+    then kept the connection busy and drew the next drains' jobs over too."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    ran_on: list[int] = []
+    try:
+        for i in range(20):
+            # awaited directly: the caller runs again before the drain's done-callbacks
+            assert await writer.submit_async(on_thread(f"s{i}", ran_on)) == f"s{i}"
+    finally:
+        writer.close()
+    assert ran_on == [threading.get_ident()] * 20
+    assert len(committed(path)) == 20
+
+
+async def test_loop_jobs_wait_for_the_writer_thread_and_stay_on_the_loop(
+    db: tuple[Path, Engine],
+) -> None:
+    """While a job from a thread has the connection, the loop's jobs wait for it (the loop
+    serving meanwhile) and then run on the loop, not on the writer thread."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    started, release = threading.Event(), threading.Event()
+    ran_on: list[int] = []
+
+    def slow(conn: Connection, hooks: Hooks) -> str:
+        started.set()
+        release.wait(10)
+        return insert("thread")(conn, hooks)
+
+    try:
+        from_thread = writer.submit(slow)
+        assert await asyncio.to_thread(started.wait, 10)
+        jobs = [writer.submit_async(on_thread(f"l{i}", ran_on)) for i in range(10)]
+        ticks = 0
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not any(j.done() for j in jobs)
+        release.set()
+        assert await asyncio.wait_for(asyncio.gather(*jobs), 10) == [f"l{i}" for i in range(10)]
+        assert await asyncio.wrap_future(from_thread) == "thread"
+    finally:
+        release.set()
+        writer.close()
+    assert ran_on == [threading.get_ident()] * 10
+    assert len(committed(path)) == 11
+
+
+async def test_a_drain_cancelled_while_waiting_for_the_writer_thread_lets_go(
+    db: tuple[Path, Engine],
+) -> None:
+    """Cancelled while it waits for the connection, the drain hands its jobs to the
+    writer thread, and the connection it gets later is given back: the next jobs run."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(conn: Connection, hooks: Hooks) -> str:
+        started.set()
+        release.wait(10)
+        return insert("thread")(conn, hooks)
+
+    try:
+        from_thread = writer.submit(slow)
+        assert await asyncio.to_thread(started.wait, 10)
+        waiting = writer.submit_async(insert("w"))
+        await asyncio.sleep(0.05)  # the drain is waiting for the connection
+        assert writer._drainer is not None
+        writer._drainer.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        assert await asyncio.wait_for(waiting, 10) == "w"
+        assert await asyncio.wrap_future(from_thread) == "thread"
+        ran_on: list[int] = []
+        assert await asyncio.wait_for(writer.submit_async(on_thread("after", ran_on)), 10)
+        assert ran_on == [threading.get_ident()]
+    finally:
+        release.set()
+        writer.close()
+    assert committed(path) == {"thread": 1, "w": 1, "after": 1}
+
+
 async def test_waiting_for_another_process_does_not_block_the_loop(
     db: tuple[Path, Engine],
 ) -> None:
