@@ -469,10 +469,7 @@ class GroupCommitWriter:
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             if self._pg:
-                # Replicas take turns, a batch at a time, as the processes on one SQLite
-                # file do: batches hold the hot rows (a merchant's event counter and
-                # balance) until commit, and two interleaving would deadlock.
-                cur.execute("SELECT pg_advisory_xact_lock(8150815)")
+                return self._run_jobs_pg(cur, conn, batch)
             for job in batch:
                 hooks: Hooks = []
                 cur.execute("SAVEPOINT job")
@@ -489,6 +486,36 @@ class GroupCommitWriter:
                     outcomes.append((job, result, hooks, None))
         finally:
             cur.close()
+        return outcomes
+
+    @staticmethod
+    def _run_jobs_pg(
+        cur: Any, conn: Connection, batch: list[_Job[Any]]
+    ) -> list[tuple[_Job[Any], Any, Hooks, BaseException | None]]:
+        """The same on PostgreSQL, where every statement is a round trip: the savepoint
+        commands travel together (one simple-protocol query each time), and the last job's
+        savepoint is released by the COMMIT."""
+        outcomes: list[tuple[_Job[Any], Any, Hooks, BaseException | None]] = []
+        # Replicas take turns, a batch at a time, as the processes on one SQLite file do:
+        # batches hold the hot rows (a merchant's event counter and balance) until commit,
+        # and two interleaving would deadlock.
+        before = "SELECT pg_advisory_xact_lock(8150815)"
+        for job in batch:
+            hooks: Hooks = []
+            cur.execute(f"{before}; SAVEPOINT job" if before else "SAVEPOINT job", prepare=False)
+            try:
+                result = job.fn(conn, hooks)
+            except Exception as exc:
+                if _fatal(exc):
+                    raise
+                # Now, not with the next job's savepoint: a COMMIT right after a failed
+                # statement would roll the whole batch back.
+                cur.execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job", prepare=False)
+                before = ""
+                outcomes.append((job, None, [], exc))
+            else:
+                before = "RELEASE SAVEPOINT job"
+                outcomes.append((job, result, hooks, None))
         return outcomes
 
     @staticmethod

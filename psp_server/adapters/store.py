@@ -105,6 +105,17 @@ _Q_INSERT_EVENT = Sql(
     "INSERT INTO events (merchant_id, seq, type, payment_id, data, occurred_at) "
     "VALUES (:merchant_id, :seq, :type, :payment_id, :data, :occurred_at)"
 )
+# PostgreSQL: the counter, the row and the NOTIFY to the other server processes (delivered
+# at commit, dropped with a rolled-back savepoint) in one round trip.
+_PG_APPEND_EVENT = (
+    "WITH s AS (UPDATE merchants SET event_seq = event_seq + 1 WHERE id = %(merchant_id)s "
+    "RETURNING event_seq), "
+    "e AS (INSERT INTO events (merchant_id, seq, type, payment_id, data, occurred_at) "
+    "SELECT %(merchant_id)s, s.event_seq, %(type)s, %(payment_id)s, %(data)s, %(occurred_at)s "
+    "FROM s RETURNING seq) "
+    "SELECT e.seq, pg_notify('scanpay_events', CAST(%(merchant_id)s AS text) || ':' || e.seq) "
+    "FROM e"
+)
 _Q_GET_IDEM = Sql(
     "SELECT request_hash, response FROM idempotency_records WHERE scope = :scope AND key = :key"
 )
@@ -567,37 +578,35 @@ class SqlStore:
         now: datetime,
         data: str | None = None,
     ) -> Event:
-        seq = self._x(_Q_NEXT_SEQ, {"id": merchant_id}).fetchone()[0]
-        ev = Event(
+        """The merchant's next event, in this transaction. On PostgreSQL the other server
+        processes are told of it (NOTIFY) when the transaction commits."""
+        data = data or json.dumps(snapshot(payment), separators=(",", ":"))
+        params = {
+            "merchant_id": merchant_id,
+            "type": type_,
+            "payment_id": payment.id,
+            "data": data,
+            "occurred_at": self._ts(now),
+        }
+        if self.is_postgres:
+            if self._cur is None:
+                self._cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            row = self._cur.execute(_PG_APPEND_EVENT, params).fetchone()
+        else:
+            row = self._x(_Q_NEXT_SEQ, {"id": merchant_id}).fetchone()
+            if row is not None:
+                self._x(_Q_INSERT_EVENT, {**params, "seq": row[0]})
+        if row is None:
+            raise LookupError(f"no merchant {merchant_id}")
+        return Event(
             merchant_id=merchant_id,
-            seq=int(seq),
+            seq=int(row[0]),
             type=type_,
             payment_id=payment.id,
-            data=data or json.dumps(snapshot(payment), separators=(",", ":")),
+            data=data,
             occurred_at=now,
             payment=payment,
         )
-        self._x(
-            _Q_INSERT_EVENT,
-            {
-                "merchant_id": ev.merchant_id,
-                "seq": ev.seq,
-                "type": ev.type,
-                "payment_id": ev.payment_id,
-                "data": ev.data,
-                "occurred_at": self._ts(now),
-            },
-        )
-        return ev
-
-    def notify_replicas(self, ev: Event) -> None:
-        """PostgreSQL: tell the other server processes of a committed event (NOTIFY is
-        delivered at commit and dropped on rollback)."""
-        if self.is_postgres:
-            self.conn.execute(
-                text("SELECT pg_notify('scanpay_events', :p)"),
-                {"p": f"{ev.merchant_id}:{ev.seq}"},
-            )
 
     def event_log_head(self) -> int:
         """The newest row of the event log across merchants (SQLite rowid)."""

@@ -124,4 +124,3 @@ def money(amount_minor: int, currency: str, *, field: str = "amount") -> Money:
 
 def publish_after_commit(store: SqlStore, bus: EventBus, ev: Event) -> None:
     store.after_commit(lambda: bus.publish(Notice(ev.merchant_id, ev.seq, ev)))
-    store.notify_replicas(ev)

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -429,3 +430,58 @@ async def test_close_writes_what_was_submitted_and_refuses_more(
     with pytest.raises(WriterStopped):
         writer.submit_async(insert("after"))
     assert committed(path) == {"before": 1, "late": 1}
+
+
+@pytest.mark.postgres
+async def test_on_postgresql_a_failing_job_rolls_back_alone_first_middle_or_last(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL the savepoint commands travel together and the last job's savepoint
+    is released by the COMMIT: a job that fails first, in the middle or last of a batch
+    still rolls back alone, and the others commit."""
+    table = f"w_{uuid.uuid4().hex[:10]}"
+    engine = make_engine(postgres_url, writer=True)
+    with engine.begin() as c:
+        c.exec_driver_sql(f"CREATE TABLE {table} (k TEXT PRIMARY KEY)")
+    writer = GroupCommitWriter(engine)
+
+    def put(key: str) -> Callable[[Connection, Hooks], str]:
+        def job(conn: Connection, hooks: Hooks) -> str:
+            conn.exec_driver_sql(f"INSERT INTO {table} (k) VALUES (%(k)s)", {"k": key})
+            return key
+
+        return job
+
+    def put_then_fail(key: str) -> Callable[[Connection, Hooks], None]:
+        def job(conn: Connection, hooks: Hooks) -> None:
+            put(key)(conn, hooks)
+            raise ValueError("domain says no")
+
+        return job
+
+    gate = threading.Event()
+
+    def hold(conn: Connection, hooks: Hooks) -> None:
+        gate.wait(10)  # the jobs below queue up meanwhile and make one batch
+
+    try:
+        for scenario in (["x1", "a1", "b1"], ["a2", "x2", "b2"], ["a3", "b3", "x3"]):
+            gate.clear()
+            held = writer.submit(hold)
+            jobs = [
+                writer.submit_async(put_then_fail(k) if k[0] == "x" else put(k)) for k in scenario
+            ]
+            gate.set()
+            await asyncio.wrap_future(held)
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for k, r in zip(scenario, results, strict=True):
+                assert isinstance(r, ValueError) if k[0] == "x" else r == k
+    finally:
+        gate.set()
+        writer.close()
+    with engine.connect() as c:
+        keys = {r[0] for r in c.exec_driver_sql(f"SELECT k FROM {table}")}
+        c.exec_driver_sql(f"DROP TABLE {table}")
+        c.commit()
+    engine.dispose()
+    assert keys == {"a1", "b1", "a2", "b2", "a3", "b3"}
