@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
-from psp_server.adapters.db import GroupCommitWriter, make_engine
+from psp_server.adapters.db import GroupCommitWriter, make_engine, make_pg_read_engine
 from psp_server.adapters.store import SqlStore, StaleWrite
 
 T = TypeVar("T")
@@ -27,6 +28,7 @@ class Database:
         self.writer = GroupCommitWriter(self.write_engine, max_batch=max_batch)
         self.inline_reads = self.read_engine.dialect.name == "sqlite"
         self._inline: Connection | None = None
+        self._pg_reads: Engine | None = make_pg_read_engine(url) if self.is_postgres else None
 
     @property
     def is_postgres(self) -> bool:
@@ -88,7 +90,24 @@ class Database:
                 if conn.invalidated:
                     self._inline = None
                 raise
-        return await asyncio.to_thread(self.read_sync, fn)
+        return await asyncio.to_thread(self._read_pg, fn)
+
+    def _read_pg(self, fn: Callable[[SqlStore], T]) -> T:
+        engine = self._pg_reads
+        assert engine is not None
+        for attempt in range(2):
+            with engine.connect() as conn:
+                try:
+                    return fn(SqlStore(conn))
+                except Exception as exc:
+                    if attempt or not _connection_lost(conn, exc):
+                        raise
+                    # The server dropped it (a restart, an idle timeout), and with it,
+                    # likely, the pool's other connections: start afresh, once.
+                    if not conn.invalidated:
+                        conn.invalidate()
+                    engine.dispose()
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._inline is not None:
@@ -97,3 +116,16 @@ class Database:
         self.writer.close()
         self.write_engine.dispose()
         self.read_engine.dispose()
+        if self._pg_reads is not None:
+            self._pg_reads.dispose()
+
+
+def _connection_lost(conn: Connection, exc: Exception) -> bool:
+    """Whether ``exc`` came from a connection that is gone. The store's hot path runs on
+    the DBAPI cursor, past SQLAlchemy's own disconnect detection: ask psycopg."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if conn.invalidated:
+        return True
+    raw = conn.connection.dbapi_connection
+    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
