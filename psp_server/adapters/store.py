@@ -3,10 +3,11 @@ transaction (the unit of work). Implements ``service.ports.Store``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,11 +128,9 @@ _Q_SPENT = Sql(
     "SELECT spent_minor FROM daily_spend WHERE consumer_id = :consumer_id AND day = :day"
 )
 _Q_ADD_SPENT = Sql(
-    "UPDATE daily_spend SET spent_minor = spent_minor + :amount "
-    "WHERE consumer_id = :consumer_id AND day = :day"
-)
-_Q_NEW_SPENT = Sql(
-    "INSERT INTO daily_spend (consumer_id, day, spent_minor) VALUES (:consumer_id, :day, :amount)"
+    "INSERT INTO daily_spend (consumer_id, day, spent_minor) VALUES (:consumer_id, :day, :amount) "
+    "ON CONFLICT (consumer_id, day) DO UPDATE "
+    "SET spent_minor = daily_spend.spent_minor + excluded.spent_minor"
 )
 _Q_ACTIVITY = Sql(
     "INSERT INTO wallet_activity (id, consumer_id, kind, amount_minor, currency, merchant_name, "
@@ -173,15 +172,67 @@ class SqlStore:
         self._db_key = _engine_key(conn)
         self.is_postgres = conn.dialect.name == "postgresql"
         self._cur: Any = None
+        # PostgreSQL, inside deferring(): writes nobody reads a result of, waiting to go to
+        # the server with the next statement.
+        self._deferring = False
+        self._deferred: list[tuple[str, dict[str, Any]]] = []
         self._new_accounts: dict[tuple[str, str, str, str], str] = {}
 
     # -- raw execution for the hot path ---------------------------------------------------
 
-    def _x(self, q: Sql, params: dict[str, Any] | None = None) -> Any:
+    def _cursor(self) -> Any:
         if self._cur is None:
             self._cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        self._cur.execute(q.pg if self.is_postgres else q.sqlite, params or {})
         return self._cur
+
+    def _x(self, q: Sql, params: dict[str, Any] | None = None) -> Any:
+        if self.is_postgres:
+            return self._pg(q.pg, params or {})
+        cur = self._cursor()
+        cur.execute(q.sqlite, params or {})
+        return cur
+
+    def _pg(self, sql: str, params: dict[str, Any]) -> Any:
+        """A statement on PostgreSQL; the deferred writes go with it, in one round trip."""
+        cur = self._cursor()
+        if not self._deferred:
+            cur.execute(sql, params)
+            return cur
+        raw: Any = self.conn.connection.dbapi_connection
+        pending, self._deferred = self._deferred, []
+        with raw.pipeline(), raw.cursor() as writes:
+            for q, p in pending:
+                writes.execute(q, p)
+            cur.execute(sql, params)
+        return cur
+
+    def _defer(self, q: Sql, params: dict[str, Any]) -> None:
+        """A write whose result nobody reads. Inside ``deferring()`` on PostgreSQL it goes
+        to the server with the next statement; elsewhere it runs now."""
+        if self._deferring:
+            self._deferred.append((q.pg, params))
+        else:
+            self._x(q, params)
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """On PostgreSQL, the writes of the store methods called inside that need no answer
+        (a payment's insert, the day's spend, the wallet's activity) travel with the next
+        statement that does, one round trip instead of one each; what is left goes when the
+        block ends. Only for runs of this store's own methods: a statement sent another
+        way meanwhile would overtake them. An error in one of them is raised by the
+        statement it travels with. On SQLite (no round trips) it changes nothing."""
+        if not self.is_postgres or self._deferring:
+            yield
+            return
+        self._deferring = True
+        try:
+            yield
+            if self._deferred:
+                self._pg("SELECT 1", {})
+        finally:
+            self._deferring = False
+            self._deferred = []
 
     def _ts(self, value: datetime | None) -> Any:
         if value is None or self.is_postgres:
@@ -438,34 +489,44 @@ class SqlStore:
         """Append a balanced entry and move the cached balances; returns the new balance
         of every account touched. A wallet that would go negative raises
         InsufficientFunds (and the caller's savepoint rolls everything back)."""
-        self._x(
-            _Q_ENTRY,
+        entry_row = {
+            "id": entry.id,
+            "kind": entry.kind.value,
+            "payment_id": entry.payment_id,
+            "memo": entry.memo[:200],
+            "created_at": self._ts(now),
+        }
+        postings = [
             {
-                "id": entry.id,
-                "kind": entry.kind.value,
-                "payment_id": entry.payment_id,
-                "memo": entry.memo[:200],
-                "created_at": self._ts(now),
-            },
-        )
-        for p in entry.postings:
-            self._x(
-                _Q_POSTING,
-                {
-                    "entry_id": entry.id,
-                    "debit": self.account_id(p.debit, now),
-                    "credit": self.account_id(p.credit, now),
-                    "amount": p.amount.amount_minor,
-                    "currency": p.amount.currency,
-                },
-            )
-        out: dict[AccountRef, int] = {}
+                "entry_id": entry.id,
+                "debit": self.account_id(p.debit, now),
+                "credit": self.account_id(p.credit, now),
+                "amount": p.amount.amount_minor,
+                "currency": p.amount.currency,
+            }
+            for p in entry.postings
+        ]
         # Debits before credits in a stable order keeps lock order the same everywhere.
-        for ref, delta in sorted(balance_deltas(entry.postings).items(), key=lambda kv: kv[1]):
-            if delta == 0:
-                continue
-            q = _Q_MOVE_NONNEG if delta < 0 and ref.type in NON_NEGATIVE else _Q_MOVE
-            row = self._x(q, {"delta": delta, "id": self.account_id(ref, now)}).fetchone()
+        moves = [
+            (
+                ref,
+                _Q_MOVE_NONNEG if delta < 0 and ref.type in NON_NEGATIVE else _Q_MOVE,
+                {"delta": delta, "id": self.account_id(ref, now)},
+            )
+            for ref, delta in sorted(balance_deltas(entry.postings).items(), key=lambda kv: kv[1])
+            if delta != 0
+        ]
+        moved: Iterable[tuple[AccountRef, Any]]
+        if self.is_postgres:
+            moved = self._post_pipelined(entry_row, postings, moves)
+        else:
+            self._x(_Q_ENTRY, entry_row)
+            for params in postings:
+                self._x(_Q_POSTING, params)
+            # One at a time: the first refused move ends it.
+            moved = ((ref, self._x(q, params).fetchone()) for ref, q, params in moves)
+        out: dict[AccountRef, int] = {}
+        for ref, row in moved:
             if row is None:
                 raise InsufficientFunds(
                     "insufficient funds in the wallet", reason="INSUFFICIENT_FUNDS"
@@ -473,12 +534,42 @@ class SqlStore:
             out[ref] = int(row[0])
         return out
 
+    def _post_pipelined(
+        self,
+        entry_row: dict[str, Any],
+        postings: list[dict[str, Any]],
+        moves: list[tuple[AccountRef, Sql, dict[str, Any]]],
+    ) -> list[tuple[AccountRef, Any]]:
+        """PostgreSQL: the entry, its postings and the balance moves go to the server in
+        one round trip (psycopg's pipeline mode), five or more before. An error in any of
+        them is raised when the pipeline ends, before anything else runs."""
+        raw = self.conn.connection.dbapi_connection
+        assert raw is not None
+        cur = self._cursor()
+        results: list[tuple[AccountRef, Any]] = []
+        pending, self._deferred = self._deferred, []
+        with raw.pipeline():
+            for sql, deferred in pending:
+                cur.execute(sql, deferred)
+            cur.execute(_Q_ENTRY.pg, entry_row)
+            for params in postings:
+                cur.execute(_Q_POSTING.pg, params)
+            for ref, q, params in moves:
+                # A cursor each: a result read after the pipeline is the statement's own.
+                move = raw.cursor()
+                move.execute(q.pg, params)
+                results.append((ref, move))
+        moved = [(ref, move.fetchone()) for ref, move in results]
+        for _, move in results:
+            move.close()
+        return moved
+
     # -- payments ----------------------------------------------------------------------
 
     def insert_payment(self, p: Payment) -> str:
         """Insert; returns the JSON snapshot written (reuse it for the event)."""
         values = self._payment_params(p)
-        self._x(_Q_INSERT_PAYMENT, values)
+        self._defer(_Q_INSERT_PAYMENT, values)
         return str(values["data"])
 
     def _payment_params(self, p: Payment) -> dict[str, Any]:
@@ -589,9 +680,7 @@ class SqlStore:
             "occurred_at": self._ts(now),
         }
         if self.is_postgres:
-            if self._cur is None:
-                self._cur = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            row = self._cur.execute(_PG_APPEND_EVENT, params).fetchone()
+            row = self._pg(_PG_APPEND_EVENT, params).fetchone()
         else:
             row = self._x(_Q_NEXT_SEQ, {"id": merchant_id}).fetchone()
             if row is not None:
@@ -671,12 +760,10 @@ class SqlStore:
         return 0 if row is None else int(row[0])
 
     def add_spent(self, consumer_id: str, day: str, amount_minor: int) -> None:
-        params = {"consumer_id": consumer_id, "day": day, "amount": amount_minor}
-        if self._x(_Q_ADD_SPENT, params).rowcount == 0:
-            self._x(_Q_NEW_SPENT, params)
+        self._defer(_Q_ADD_SPENT, {"consumer_id": consumer_id, "day": day, "amount": amount_minor})
 
     def insert_activity(self, a: Activity) -> None:
-        self._x(
+        self._defer(
             _Q_ACTIVITY,
             {
                 "id": a.id,

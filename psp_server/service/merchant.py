@@ -214,8 +214,9 @@ class MerchantServices:
                     qr_token=token,
                     qr_payload=payload,
                 )
-                data = store.insert_payment(p)
-                self._event(store, p, EventType.CREATED, now, data)
+                with store.deferring():  # PostgreSQL: one round trip for both
+                    data = store.insert_payment(p)
+                    self._event(store, p, EventType.CREATED, now, data)
                 return p
 
             return once(store, idem, now, run, encode)

@@ -660,22 +660,24 @@ class WalletServices:
                     fee,
                     Fx(payer_amount, rate, fx_until) if rate else None,
                 )
-                data = store.insert_payment(p) if is_new else store.update_payment(p, version)
-                store.add_spent(c.id, day, payer_amount.amount_minor)
-                store.insert_activity(
-                    Activity(
-                        id=entry.id,
-                        consumer_id=c.id,
-                        kind="payment",
-                        amount_minor=-payer_amount.amount_minor,
-                        currency=payer_amount.currency,
-                        merchant_name=merchant.name,
-                        payment_id=p.id,
-                        description=p.description or f"order {p.order_id}",
-                        created_at=now,
+                # PostgreSQL: the day's spend, the activity and the event go in one trip.
+                with store.deferring():
+                    data = store.insert_payment(p) if is_new else store.update_payment(p, version)
+                    store.add_spent(c.id, day, payer_amount.amount_minor)
+                    store.insert_activity(
+                        Activity(
+                            id=entry.id,
+                            consumer_id=c.id,
+                            kind="payment",
+                            amount_minor=-payer_amount.amount_minor,
+                            currency=payer_amount.currency,
+                            merchant_name=merchant.name,
+                            payment_id=p.id,
+                            description=p.description or f"order {p.order_id}",
+                            created_at=now,
+                        )
                     )
-                )
-                ev = store.append_event(p.merchant_id, EventType.SUCCEEDED.value, p, now, data)
+                    ev = store.append_event(p.merchant_id, EventType.SUCCEEDED.value, p, now, data)
                 publish_after_commit(store, self.d.bus, ev)
                 return ReceiptInfo(
                     transaction_id=entry.id,
