@@ -58,6 +58,24 @@ def start(
     raise RuntimeError(f"{cmd} did not start")
 
 
+def start_psp(
+    data: Path, db: str, event_loop: str, workers: int = 1, log: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    """``scanpay psp serve`` on ``db`` (seeded with the benchmark's secret); returns the
+    process and the address it announced."""
+    cmd = [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0"]
+    cmd += ["--data", str(data), "--db", db, "--workers", str(workers)]
+    cmd += ["--event-loop", event_loop]
+    env = dict(os.environ, SCANPAY_SECRET="bench-secret")
+    return start(cmd, "psp listening on", env, log)
+
+
+def start_echo(event_loop: str) -> tuple[subprocess.Popen[str], str]:
+    """The bare gRPC echo server (benchmarks/echo_server.py) on ``event_loop``."""
+    script = str(ROOT / "benchmarks" / "echo_server.py")
+    return start([sys.executable, script, "127.0.0.1:0", event_loop], "echo listening on")
+
+
 def seed(data: Path, db: str, wallets: int) -> dict[str, object]:
     from psp_server.bootstrap import build_app
     from psp_server.config import Settings
@@ -317,29 +335,7 @@ def main() -> int:
                 c.execute(f'CREATE DATABASE "{name}"')
             db = db.rsplit("/", 1)[0] + "/" + name
         seeded = seed(data, db, args.wallets * args.clients)
-        env = dict(os.environ, SCANPAY_SECRET="bench-secret")
-        server, address = start(
-            [
-                sys.executable,
-                "-m",
-                "psp_server",
-                "psp",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                str(data),
-                "--db",
-                db,
-                "--workers",
-                str(args.workers),
-                "--event-loop",
-                args.event_loop,
-            ],
-            "psp listening on",
-            env,
-            args.server_log,
-        )
+        server, address = start_psp(data, db, args.event_loop, args.workers, args.server_log)
         try:
             emails = list(seeded["emails"])  # type: ignore[call-overload]
             per = len(emails) // args.clients
@@ -366,15 +362,7 @@ def main() -> int:
             server.wait(timeout=30)
         echo_res: list[dict[str, object]] = []
         if not args.no_echo:
-            echo, echo_addr = start(
-                [
-                    sys.executable,
-                    str(ROOT / "benchmarks" / "echo_server.py"),
-                    "127.0.0.1:0",
-                    args.event_loop,
-                ],
-                "echo listening on",
-            )
+            echo, echo_addr = start_echo(args.event_loop)
             try:
                 eargs = [
                     (echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)

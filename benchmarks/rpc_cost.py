@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
 import sys
 import tempfile
 import time
@@ -31,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pay_throughput import (
     PASSWORD,
-    ROOT,
     TILLS,
     proc_cpu_seconds,
     run_on,
     seed,
-    start,
+    start_echo,
+    start_psp,
 )
 
 from protos.scanpay.v1 import (
@@ -196,15 +195,7 @@ def main() -> int:
     args = ap.parse_args()
     results: dict[str, dict[str, float]] = {}
 
-    echo, echo_addr = start(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "echo_server.py"),
-            "127.0.0.1:0",
-            args.event_loop,
-        ],
-        "echo listening on",
-    )
+    echo, echo_addr = start_echo(args.event_loop)
     try:
         results["bare echo server"] = run_on(
             args.event_loop, echo_phase(echo_addr, args.seconds, args.concurrency, echo.pid)
@@ -217,26 +208,7 @@ def main() -> int:
         data = Path(tmp)
         db = f"sqlite:///{data / 'psp.db'}"
         seeded = seed(data, db, args.concurrency)
-        env = dict(os.environ, SCANPAY_SECRET="bench-secret")
-        server, address = start(
-            [
-                sys.executable,
-                "-m",
-                "psp_server",
-                "psp",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data",
-                str(data),
-                "--db",
-                db,
-                "--event-loop",
-                args.event_loop,
-            ],
-            "psp listening on",
-            env,
-        )
+        server, address = start_psp(data, db, args.event_loop)
         try:
             results.update(
                 run_on(

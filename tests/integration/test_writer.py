@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,23 @@ def on_thread(key: str, ran_on: list[int]) -> Callable[[Connection, Hooks], str]
     return run
 
 
+async def thread_holds_the_connection(
+    writer: GroupCommitWriter, release: threading.Event
+) -> Future[str]:
+    """A job from a thread that has the connection until ``release`` is set (it then
+    inserts "thread"); returns once it has it."""
+    started = threading.Event()
+
+    def slow(conn: Connection, hooks: Hooks) -> str:
+        started.set()
+        release.wait(10)
+        return insert("thread")(conn, hooks)
+
+    held = writer.submit(slow)
+    assert await asyncio.to_thread(started.wait, 10)
+    return held
+
+
 async def test_a_job_submitted_as_the_drain_ends_runs_on_the_loop(
     db: tuple[Path, Engine],
 ) -> None:
@@ -275,17 +293,10 @@ async def test_loop_jobs_wait_for_the_writer_thread_and_stay_on_the_loop(
     serving meanwhile) and then run on the loop, not on the writer thread."""
     path, engine = db
     writer = GroupCommitWriter(engine)
-    started, release = threading.Event(), threading.Event()
     ran_on: list[int] = []
-
-    def slow(conn: Connection, hooks: Hooks) -> str:
-        started.set()
-        release.wait(10)
-        return insert("thread")(conn, hooks)
-
+    release = threading.Event()
     try:
-        from_thread = writer.submit(slow)
-        assert await asyncio.to_thread(started.wait, 10)
+        from_thread = await thread_holds_the_connection(writer, release)
         jobs = [writer.submit_async(on_thread(f"l{i}", ran_on)) for i in range(10)]
         ticks = 0
         for _ in range(10):
@@ -309,16 +320,9 @@ async def test_a_drain_cancelled_while_waiting_for_the_writer_thread_lets_go(
     writer thread, and the connection it gets later is given back: the next jobs run."""
     path, engine = db
     writer = GroupCommitWriter(engine)
-    started, release = threading.Event(), threading.Event()
-
-    def slow(conn: Connection, hooks: Hooks) -> str:
-        started.set()
-        release.wait(10)
-        return insert("thread")(conn, hooks)
-
+    release = threading.Event()
     try:
-        from_thread = writer.submit(slow)
-        assert await asyncio.to_thread(started.wait, 10)
+        from_thread = await thread_holds_the_connection(writer, release)
         waiting = writer.submit_async(insert("w"))
         await asyncio.sleep(0.05)  # the drain is waiting for the connection
         assert writer._drainer is not None
