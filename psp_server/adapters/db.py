@@ -155,6 +155,9 @@ class GroupCommitWriter:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._conn: Connection | None = None
+        # Set while the writer thread's COMMIT is out: if the connection goes then, whether
+        # the batch committed is unknown.
+        self._in_commit = False
         self.batches = 0
         self.jobs = 0
         self._thread.start()
@@ -398,7 +401,7 @@ class GroupCommitWriter:
 
     def _run_batch(self, batch: list[_Job[Any]]) -> None:
         try:
-            outcomes = self._attempt(batch)
+            outcomes = self._attempt_reconnecting(batch)
         except Exception as exc:
             if not (isinstance(exc, DBAPIError) or _fatal(exc)):
                 self._fail(batch, exc)
@@ -415,6 +418,40 @@ class GroupCommitWriter:
             self._fail(batch, exc)
             raise
         self._deliver(outcomes)
+
+    def _attempt_reconnecting(
+        self, batch: list[_Job[Any]]
+    ) -> list[tuple[_Job[Any], Any, Hooks, BaseException | None]]:
+        """``_attempt``, and once more on a new connection when PostgreSQL dropped the old
+        one (a restart, a failover, an idle timeout) before the COMMIT went out: nothing of
+        the batch can have been committed then. A connection lost during the COMMIT leaves
+        that unknown: the callers get the error, and their idempotency keys make their
+        retry safe."""
+        try:
+            return self._attempt(batch)
+        except Exception as exc:
+            if self._in_commit or not self._lost(exc):
+                raise
+            log.warning("lost the database connection (%s); running the batch again", exc)
+            self._drop_connection()
+            return self._attempt(batch)
+
+    def _lost(self, exc: Exception) -> bool:
+        if not self._pg:
+            return False
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        conn = self._conn
+        if conn is None or conn.invalidated or conn.closed:
+            return True
+        raw = conn.connection.dbapi_connection
+        return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            self._conn = None
 
     def _run_alone(self, job: _Job[Any], first_error: BaseException | None) -> None:
         error = first_error
@@ -459,12 +496,15 @@ class GroupCommitWriter:
                 time.sleep(0.05 * (attempt + 1))
         else:
             trans = conn.begin()
+        self._in_commit = False
         try:
             outcomes = self._run_jobs(conn, batch)
+            self._in_commit = True
             trans.commit()
         except BaseException:
             if trans.is_active:
-                trans.rollback()
+                with contextlib.suppress(Exception):  # not on a connection that is gone
+                    trans.rollback()
             raise
         self.batches += 1
         self.jobs += len(batch)

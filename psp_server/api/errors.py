@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
@@ -13,6 +14,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from psp_server.adapters.db import WriterStopped
 from psp_server.domain import errors as e
@@ -46,7 +48,29 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str,
         return grpc.StatusCode.INVALID_ARGUMENT, exc.reason, str(exc), {}
     if isinstance(exc, WriterStopped):
         return grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN", "the server is shutting down", {}
+    if database_unavailable(exc):
+        return (
+            grpc.StatusCode.UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            "the database cannot be reached just now; try again with the same idempotency key",
+            {},
+        )
     return grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; it has been logged", {}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database is down, restarting or too busy, not a bug: PostgreSQL's connection
+    errors (psycopg's OperationalError: a lost connection, a refused one, a shutdown), a
+    connection SQLAlchemy found dropped, SQLite's write lock held past its timeout."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database is locked" in str(exc)
+    return type(exc).__module__.startswith("psycopg") and any(
+        c.__name__ == "OperationalError" for c in type(exc).__mro__
+    )
 
 
 def to_rpc_status(

@@ -1,13 +1,18 @@
-"""The request path's reads on PostgreSQL: one round trip per statement (autocommit, no
-ping before each use), and a connection the server dropped is replaced without the caller
+"""PostgreSQL connections: the request path's reads take one round trip per statement
+(autocommit, no ping before each use); a connection the server dropped (a restart, a
+failover, an idle timeout) is replaced, for reads and for the writer, without the caller
 seeing an error."""
 
 from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 
 from psp_server.adapters import migrate
+from psp_server.adapters.store import SqlStore
 from psp_server.service.runtime import Database
 
 pytestmark = pytest.mark.postgres
@@ -44,5 +49,34 @@ async def test_a_read_sends_no_transaction_around_its_statement(postgres_url: st
         # Inside a transaction now() is the transaction's start; in autocommit it is the
         # statement's own (equal up to the clock's resolution).
         assert in_tx is False
+    finally:
+        db.close()
+
+
+async def test_a_write_survives_the_server_dropping_the_writers_connection(
+    postgres_url: str,
+) -> None:
+    migrate.upgrade(postgres_url)
+    db = Database(postgres_url)
+
+    def backend_pid(store: SqlStore) -> int:
+        return int(store.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+    rate = f"{uuid.uuid4().int % 900 + 100}.25"
+    try:
+        pid = await db.write(backend_pid)
+        with psycopg.connect(_plain(postgres_url), autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        # The batch fails on the dead connection before its COMMIT, and runs again on a
+        # new one: the caller sees only the result.
+        now = datetime.now(UTC)
+        await db.write(lambda s: s.set_rate("EUR", "XTS", rate, now))
+        assert await db.write(backend_pid) != pid
+        stored = await db.read(
+            lambda s: s.conn.exec_driver_sql(
+                "SELECT rate FROM fx_rates WHERE base = 'EUR' AND quote = 'XTS'"
+            ).scalar_one()
+        )
+        assert str(stored) == rate
     finally:
         db.close()
