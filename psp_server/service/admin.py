@@ -209,7 +209,9 @@ class AdminServices:
         return self.d.db.read_sync(q)
 
     def ledger_check(self) -> list[str]:
-        return self.d.db.read_sync(lambda s: s.ledger_check())
+        # One snapshot: a payment committing between the check's statements would otherwise
+        # look like a balance that disagrees with its postings.
+        return self.d.db.read_sync(lambda s: s.ledger_check(), snapshot=True)
 
     def list_merchants(self) -> list[Merchant]:
         return self.d.db.read_sync(lambda s: s.list_merchants())

@@ -60,9 +60,16 @@ class Database:
                     raise
         raise AssertionError("unreachable")
 
-    def read_sync(self, fn: Callable[[SqlStore], T]) -> T:
-        with self.read_engine.connect() as conn, conn.begin():
-            return fn(SqlStore(conn))
+    def read_sync(self, fn: Callable[[SqlStore], T], *, snapshot: bool = False) -> T:
+        """``snapshot``: every statement of ``fn`` sees the database as of one moment (what
+        a check across tables needs on a live system). SQLite's read transaction is one
+        already; PostgreSQL's default (READ COMMITTED) gives each statement its own, so
+        there it runs at REPEATABLE READ."""
+        with self.read_engine.connect() as conn:
+            if snapshot and self.is_postgres:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                return fn(SqlStore(conn))
 
     async def read(self, fn: Callable[[SqlStore], T]) -> T:
         if self.inline_reads:
