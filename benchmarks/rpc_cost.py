@@ -8,7 +8,8 @@ any RPC here pays). The differences say what each part costs:
 
     .venv/bin/python benchmarks/rpc_cost.py [--seconds 6] [--event-loop uvloop]
 
-SQLite with durable commits, as in benchmarks/pay_throughput.py; one server process.
+SQLite with durable commits, as in benchmarks/pay_throughput.py; one server process
+unless --workers says more (their CPU is added up).
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pay_throughput import (
     PASSWORD,
     TILLS,
-    proc_cpu_seconds,
     run_on,
     seed,
     start_echo,
     start_psp,
+    tree_cpu_seconds,
 )
 
 from protos.scanpay.v1 import (
@@ -63,10 +64,10 @@ async def measure(pid: int, seconds: float, concurrency: int, call: Call) -> dic
             await call(i, n)
             done += 1
 
-    cpu0, own0, t0 = proc_cpu_seconds(pid), time.process_time(), time.perf_counter()
+    cpu0, own0, t0 = tree_cpu_seconds(pid), time.process_time(), time.perf_counter()
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - t0
-    server = proc_cpu_seconds(pid) - cpu0
+    server = tree_cpu_seconds(pid) - cpu0
     client = time.process_time() - own0
     return {
         "per_s": done / elapsed,
@@ -192,6 +193,7 @@ def main() -> int:
         choices=("uvloop", "asyncio"),
         default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
     )
+    ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
     args = ap.parse_args()
     results: dict[str, dict[str, float]] = {}
 
@@ -208,7 +210,7 @@ def main() -> int:
         data = Path(tmp)
         db = f"sqlite:///{data / 'psp.db'}"
         seeded = seed(data, db, args.concurrency)
-        server, address = start_psp(data, db, args.event_loop)
+        server, address = start_psp(data, db, args.event_loop, args.workers)
         try:
             results.update(
                 run_on(
