@@ -149,6 +149,9 @@ def start_pg_listener(app: App) -> None:
                     conn.execute("LISTEN scanpay_events")
                     while not app._stop_listener.is_set():
                         for n in conn.notifies(timeout=0.5):
+                            if n.pid == app.db.writer.backend_pid():
+                                # This process's own event: its streams had it at commit.
+                                continue
                             merchant_id, _, seq = n.payload.partition(":")
                             if seq.isdigit():
                                 app.bus.publish(Notice(merchant_id, int(seq)))

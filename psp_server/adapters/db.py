@@ -158,9 +158,15 @@ class GroupCommitWriter:
         # Set while the writer thread's COMMIT is out: if the connection goes then, whether
         # the batch committed is unknown.
         self._in_commit = False
+        self._backend_pid: int | None = None
         self.batches = 0
         self.jobs = 0
         self._thread.start()
+
+    def backend_pid(self) -> int | None:
+        """PostgreSQL: the server process behind the writer's connection (it sends this
+        process's NOTIFYs), once connected; from any thread."""
+        return self._backend_pid
 
     def submit(self, fn: Callable[[Connection, Hooks], T]) -> Future[T]:
         if self._stopped.is_set():
@@ -365,6 +371,9 @@ class GroupCommitWriter:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self._engine.connect()
+            if self._pg:
+                raw: Any = self._conn.connection.dbapi_connection
+                self._backend_pid = int(raw.info.backend_pid)
         return self._conn
 
     def _run(self) -> None:

@@ -5,14 +5,22 @@ seeing an error."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from psp_server.adapters import migrate
 from psp_server.adapters.store import SqlStore
+from psp_server.api import mapping
+from psp_server.bootstrap import build_app, start_pg_listener
+from psp_server.config import Settings
+from psp_server.service.auth import MerchantPrincipal
+from psp_server.service.common import Idem
+from psp_server.service.merchant import CreatePayment
 from psp_server.service.runtime import Database
 
 pytestmark = pytest.mark.postgres
@@ -80,3 +88,35 @@ async def test_a_write_survives_the_server_dropping_the_writers_connection(
         assert str(stored) == rate
     finally:
         db.close()
+
+
+async def test_a_process_does_not_hear_its_own_events_back(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """NOTIFY tells the other server processes of an event; this process's streams had it
+    at commit, with the event itself, and get it once. Another process's event comes
+    through (sequence number only: the stream reads it from the log)."""
+    app = build_app(Settings(data_dir=tmp_path, db_url=postgres_url, secret=b"s" * 32))
+    try:
+        m = app.admin.create_merchant(
+            name="Echo Shop", city="Berlin", country="DE", currency="EUR", mcc="5411"
+        )
+        t = app.admin.create_terminal(m.id, "T1")
+        start_pg_listener(app)
+        with app.bus.subscribe(m.id) as sub:
+            await asyncio.sleep(0.3)  # the listener has connected
+            await app.merchants.create_payment(
+                MerchantPrincipal(m.id, t.terminal.id, "T1"),
+                CreatePayment("E1", 500, "EUR"),
+                Idem("c", uuid.uuid4().hex, "h"),
+                mapping.payment_bytes,
+            )
+            with psycopg.connect(_plain(postgres_url), autocommit=True) as other:
+                other.execute("SELECT pg_notify('scanpay_events', %s)", (f"{m.id}:7",))
+            await asyncio.sleep(1.2)  # the listener polls twice a second
+            got = []
+            while not sub.queue.empty():
+                got.append(sub.queue.get_nowait())
+        assert [(n.seq, n.event is not None) for n in got] == [(1, True), (7, False)]
+    finally:
+        app.close()
