@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -439,22 +440,11 @@ class GroupCommitWriter:
         try:
             return self._attempt(batch)
         except Exception as exc:
-            if self._in_commit or not self._lost(exc):
+            if self._in_commit or not self._pg or not connection_lost(self._conn, exc):
                 raise
             log.warning("lost the database connection (%s); running the batch again", exc)
             self._drop_connection()
             return self._attempt(batch)
-
-    def _lost(self, exc: Exception) -> bool:
-        if not self._pg:
-            return False
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            return True
-        conn = self._conn
-        if conn is None or conn.invalidated or conn.closed:
-            return True
-        raw = conn.connection.dbapi_connection
-        return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -492,6 +482,7 @@ class GroupCommitWriter:
     def _attempt_locked(
         self, batch: list[_Job[Any]]
     ) -> list[tuple[_Job[Any], Any, Hooks, BaseException | None]]:
+        self._in_commit = False
         conn = self._connection()
         for attempt in range(5):
             try:
@@ -505,7 +496,6 @@ class GroupCommitWriter:
                 time.sleep(0.05 * (attempt + 1))
         else:
             trans = conn.begin()
-        self._in_commit = False
         try:
             outcomes = self._run_jobs(conn, batch)
             self._in_commit = True
@@ -636,6 +626,33 @@ def _fatal(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         return isinstance(exc, OperationalError)
     return type(exc).__name__ in ("OperationalError", "InterfaceError", "InternalError")
+
+
+def connection_lost(conn: Connection | None, exc: BaseException) -> bool:
+    """Whether ``exc`` came from a connection that is gone (the server restarted, failed
+    over or timed it out). The store's hot path runs on the DBAPI cursor, past SQLAlchemy's
+    own disconnect detection: psycopg says so on the connection."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if conn is None or conn.invalidated or conn.closed:
+        return True
+    raw = conn.connection.dbapi_connection
+    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database is down, restarting or too busy, not a bug: PostgreSQL's connection
+    errors (psycopg's OperationalError: a lost connection, a refused one, a shutdown), a
+    connection SQLAlchemy found dropped, SQLite's write lock held past its timeout."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, sqlite3.OperationalError):
+        return "database is locked" in str(exc)
+    return type(exc).__module__.startswith("psycopg") and any(
+        c.__name__ == "OperationalError" for c in type(exc).__mro__
+    )
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
@@ -14,9 +13,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import DBAPIError
 
-from psp_server.adapters.db import WriterStopped
+from psp_server.adapters.db import WriterStopped, database_unavailable
 from psp_server.domain import errors as e
 from psp_server.domain.money import MoneyError
 
@@ -56,21 +54,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, str, dict[str,
             {},
         )
     return grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; it has been logged", {}
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    """The database is down, restarting or too busy, not a bug: PostgreSQL's connection
-    errors (psycopg's OperationalError: a lost connection, a refused one, a shutdown), a
-    connection SQLAlchemy found dropped, SQLite's write lock held past its timeout."""
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        exc = exc.orig if exc.orig is not None else exc
-    if isinstance(exc, sqlite3.OperationalError):
-        return "database is locked" in str(exc)
-    return type(exc).__module__.startswith("psycopg") and any(
-        c.__name__ == "OperationalError" for c in type(exc).__mro__
-    )
 
 
 def to_rpc_status(

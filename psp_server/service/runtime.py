@@ -8,9 +8,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
-from psp_server.adapters.db import GroupCommitWriter, make_engine, make_pg_read_engine
+from psp_server.adapters.db import (
+    GroupCommitWriter,
+    connection_lost,
+    make_engine,
+    make_pg_read_engine,
+)
 from psp_server.adapters.store import SqlStore, StaleWrite
 
 T = TypeVar("T")
@@ -107,7 +111,7 @@ class Database:
                 try:
                     return fn(SqlStore(conn))
                 except Exception as exc:
-                    if attempt or not _connection_lost(conn, exc):
+                    if attempt or not connection_lost(conn, exc):
                         raise
                     # The server dropped it (a restart, an idle timeout), and with it,
                     # likely, the pool's other connections: start afresh, once.
@@ -125,14 +129,3 @@ class Database:
         self.read_engine.dispose()
         if self._pg_reads is not None:
             self._pg_reads.dispose()
-
-
-def _connection_lost(conn: Connection, exc: Exception) -> bool:
-    """Whether ``exc`` came from a connection that is gone. The store's hot path runs on
-    the DBAPI cursor, past SQLAlchemy's own disconnect detection: ask psycopg."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if conn.invalidated:
-        return True
-    raw = conn.connection.dbapi_connection
-    return bool(getattr(raw, "broken", False) or getattr(raw, "closed", False))
