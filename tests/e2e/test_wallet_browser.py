@@ -214,10 +214,13 @@ def open_wallet(world: World, context):
 
 
 def fill(page, label: str, text: str) -> None:
-    """Type into a field as a person does (click, select all, type), then check what the
-    field holds: on a busy machine the select-all can land before the field has the
-    focus, and the text is then typed after what was there (a wrong password on the
-    second sign-in). Tries again, a few times, until the field says ``text``."""
+    """Type into a field as a person does (click, select all, type), move on (Tab), then
+    check what the field holds. On a busy machine Flutter can drop the last keys typed
+    just before the focus moves on: a failed run's fields held "eve@example." and
+    "correct" although each had read in full while it still had the focus (the second
+    sign-in then went out with them). So the check is made after the field has lost the
+    focus and Flutter has written its own value back; a select-all that landed before
+    the focus did is caught the same way. Tries again, a few times."""
     from playwright.sync_api import expect
 
     box = page.get_by_role("textbox", name=label)
@@ -225,9 +228,12 @@ def fill(page, label: str, text: str) -> None:
         box.click()
         expect(box).to_be_focused()
         page.keyboard.press("Control+A")
-        page.keyboard.type(text)
+        page.keyboard.type(text, delay=10)
+        page.keyboard.press("Tab")
+        expect(box).not_to_be_focused()
+        page.wait_for_timeout(300)  # Flutter's model, written back to the field
         try:
-            expect(box).to_have_value(text, timeout=5_000)
+            expect(box).to_have_value(text, timeout=3_000)
             return
         except AssertionError:
             continue
@@ -235,8 +241,13 @@ def fill(page, label: str, text: str) -> None:
 
 
 def sign_in(page, password: str = PASSWORD) -> None:
+    from playwright.sync_api import expect
+
     fill(page, "Email", EMAIL)
     fill(page, "Password", password)
+    # Both still hold what was typed when the button is pressed.
+    expect(page.get_by_role("textbox", name="Email")).to_have_value(EMAIL)
+    expect(page.get_by_role("textbox", name="Password")).to_have_value(password)
     page.get_by_role("button", name="Sign in").click()
 
 
