@@ -4,9 +4,21 @@ durable commits (WAL, synchronous=FULL) or PostgreSQL.
 
     .venv/bin/python benchmarks/pay_throughput.py [--seconds 20] [--concurrency 64]
         [--db postgresql://postgres@127.0.0.1:5432/test] [--clients 1]
+        [--client cpp|python]
 
-Prints pay/s, p50/p99 pay latency, p99 pay-to-event latency, and the bare gRPC echo
-ceiling measured in the same run with the same client, with the ratio.
+Prints pay/s, p50/p99 pay latency, p99 pay-to-event latency, the CPU per pay of the
+server and of the load generator, and the bare gRPC echo ceiling measured in the same
+run with the same client, with the ratio.
+
+The load generator (--client) is by default a C++ program, benchmarks/loadgen/pay_load.cc:
+it does what run_pay_load and run_echo_load below do (the Python client, --client python)
+for about half their CPU (0.6-0.75 ms per pay against 1.2-1.9 ms on the 2-core machine,
+2026-12-03), which is CPU left to the server under test. It is built on first use, and again when
+its source or the protos change, by benchmarks/loadgen/build.sh into
+benchmarks/loadgen/build/, from Debian's gRPC C++ packages, which the script installs when
+run as root. Wallets sign in from Python either way. With --clients N, each C++ load
+generator has wallets of its own; the server's CPU is taken from the first one's start to
+the last one's end.
 """
 
 from __future__ import annotations
@@ -20,6 +32,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Coroutine
@@ -42,6 +55,7 @@ from protos.scanpay.v1 import (  # noqa: E402
 PASSWORD = "benchmark-password"
 T = TypeVar("T")
 TILLS = 8  # merchant connections (tills); each payer has a connection of its own
+LOADGEN = ROOT / "benchmarks" / "loadgen"
 
 
 def start(
@@ -266,6 +280,66 @@ async def run_echo_load(address: str, seconds: float, concurrency: int) -> dict[
     return {"calls": done, "calls_per_s": round(done / elapsed, 1)}
 
 
+def build_loadgen() -> Path:
+    """The C++ load generator, built if it is missing or older than its sources."""
+    proc = subprocess.run(["bash", str(LOADGEN / "build.sh")], cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(
+            "pay_throughput: the C++ load generator could not be built (see above);"
+            " use --client python"
+        )
+    return LOADGEN / "build" / "pay_load"
+
+
+async def login(address: str, emails: list[str]) -> list[str]:
+    """The wallets' access tokens, for the C++ load generator."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        tokens = []
+        for e in emails:
+            s = await stub.Login(wallet_pb2.LoginRequest(email=e, password=PASSWORD))
+            tokens.append(s.access_token)
+    return tokens
+
+
+def run_loadgen(cmds: list[list[str]], server_pid: int | None = None) -> list[dict[str, object]]:
+    """Runs C++ load generators side by side and returns what each printed, with
+    server_cpu_s: the server's CPU from the first one's `started` to the last one's
+    `finished` (the load generators measure their own CPU in that window)."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+    lock = threading.Lock()
+    marks = {"started": 0, "finished": 0}
+    server_cpu: dict[str, float] = {}
+    results: list[dict[str, object] | None] = [None] * len(procs)
+
+    def read(k: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word = line.strip()
+            if word in marks:
+                with lock:
+                    n = marks[word] = marks[word] + 1
+                    if n == (1 if word == "started" else len(procs)):
+                        server_cpu[word] = (
+                            tree_cpu_seconds(server_pid) if server_pid else float("nan")
+                        )
+            elif word.startswith("{"):
+                results[k] = json.loads(word)
+
+    readers = [threading.Thread(target=read, args=(k, p)) for k, p in enumerate(procs)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    codes = [p.wait() for p in procs]
+    if any(codes) or any(r is None for r in results):
+        sys.exit(f"pay_throughput: the C++ load generator failed (exit codes {codes})")
+    out = [r for r in results if r is not None]
+    for r in out:
+        r["server_cpu_s"] = server_cpu["finished"] - server_cpu["started"]
+    return out
+
+
 def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
     """The load generators run on the same kind of event loop as the server."""
     if loop == "uvloop":
@@ -305,6 +379,12 @@ def main() -> int:
         "--concurrency", type=int, default=64, help="concurrent payers per client process"
     )
     ap.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    ap.add_argument(
+        "--client",
+        choices=("cpp", "python"),
+        default="cpp",
+        help="load generator: C++ (benchmarks/loadgen, cheap) or Python grpc.aio",
+    )
     ap.add_argument("--wallets", type=int, default=64)
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
     ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
@@ -312,7 +392,7 @@ def main() -> int:
         "--event-loop",
         choices=("uvloop", "asyncio"),
         default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        help="for the server, the echo server and the load generators",
+        help="for the server, the echo server and the Python load generators",
     )
     ap.add_argument("--server-log", default="", help="append the PSP server's log to this file")
     ap.add_argument("--json", action="store_true")
@@ -320,6 +400,7 @@ def main() -> int:
         "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
     )
     args = ap.parse_args()
+    loadgen = build_loadgen() if args.client == "cpp" else None
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -350,7 +431,19 @@ def main() -> int:
                 )
                 for i in range(args.clients)
             ]
-            if args.clients == 1:
+            if loadgen:
+                # Signed in here; each load generator gets its wallets' tokens in a file.
+                tokens = run_on(args.event_loop, login(address, emails))
+                cmds = []
+                for i in range(args.clients):
+                    path = data / f"tokens-{i}.txt"
+                    path.write_text("".join(t + "\n" for t in tokens[i * per : (i + 1) * per]))
+                    cmd = [str(loadgen), "pay", "--address", address]
+                    cmd += ["--api-key", str(seeded["api_key"]), "--tokens", str(path)]
+                    cmd += ["--seconds", str(args.seconds), "--concurrency", str(args.concurrency)]
+                    cmds.append(cmd)
+                results = run_loadgen(cmds, server.pid)
+            elif args.clients == 1:
                 results = [run_on(args.event_loop, run_pay_load(*argsets[0]))]
             else:
                 results = in_processes("pay", args.event_loop, args.clients, argsets)
@@ -367,11 +460,15 @@ def main() -> int:
                 eargs = [
                     (echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)
                 ]
-                echo_res = (
-                    [run_on(args.event_loop, run_echo_load(*eargs[0]))]
-                    if args.clients == 1
-                    else in_processes("echo", args.event_loop, args.clients, eargs)
-                )
+                if loadgen:
+                    ecmd = [str(loadgen), "echo", "--address", echo_addr]
+                    ecmd += ["--seconds", str(args.seconds / 2)]
+                    ecmd += ["--concurrency", str(args.concurrency)]
+                    echo_res = run_loadgen([ecmd] * args.clients)
+                elif args.clients == 1:
+                    echo_res = [run_on(args.event_loop, run_echo_load(*eargs[0]))]
+                else:
+                    echo_res = in_processes("echo", args.event_loop, args.clients, eargs)
             finally:
                 echo.terminate()
                 echo.wait(timeout=30)
@@ -386,6 +483,7 @@ def main() -> int:
         "cores": os.cpu_count(),
         "server_workers": args.workers,
         "event_loop": args.event_loop,
+        "client": args.client,
         "clients": args.clients,
         "concurrency": args.concurrency,
         "pay_per_s": round(pays / elapsed, 1),
