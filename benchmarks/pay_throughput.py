@@ -7,8 +7,9 @@ durable commits (WAL, synchronous=FULL) or PostgreSQL.
         [--client cpp|python]
 
 Prints pay/s, p50/p99 pay latency, p99 pay-to-event latency, the CPU per pay of the
-server and of the load generator, and the bare gRPC echo ceiling measured in the same
-run with the same client, with the ratio.
+server and of the load generator, and the bare gRPC echo ceiling measured with the same
+client just before and just after the pay run (this machine's speed drifts: both are
+printed, the ratio uses their mean).
 
 The load generator (--client) is by default a C++ program, benchmarks/loadgen/pay_load.cc:
 it does what run_pay_load and run_echo_load below do (the Python client, --client python)
@@ -340,6 +341,25 @@ def run_loadgen(cmds: list[list[str]], server_pid: int | None = None) -> list[di
     return out
 
 
+def measure_echo(args: argparse.Namespace, loadgen: Path | None) -> list[dict[str, object]]:
+    """The bare echo server's calls/s for a quarter of the run, with the same client and
+    event loop as the pay load (one result per client process)."""
+    echo, echo_addr = start_echo(args.event_loop)
+    seconds = args.seconds / 4
+    try:
+        if loadgen:
+            ecmd = [str(loadgen), "echo", "--address", echo_addr]
+            ecmd += ["--seconds", str(seconds), "--concurrency", str(args.concurrency)]
+            return run_loadgen([ecmd] * args.clients)
+        eargs = [(echo_addr, seconds, args.concurrency) for _ in range(args.clients)]
+        if args.clients == 1:
+            return [run_on(args.event_loop, run_echo_load(*eargs[0]))]
+        return in_processes("echo", args.event_loop, args.clients, eargs)
+    finally:
+        echo.terminate()
+        echo.wait(timeout=30)
+
+
 def run_on(loop: str, coro: Coroutine[Any, Any, T]) -> T:
     """The load generators run on the same kind of event loop as the server."""
     if loop == "uvloop":
@@ -402,6 +422,7 @@ def main() -> int:
     args = ap.parse_args()
     loadgen = build_loadgen() if args.client == "cpp" else None
 
+    echo_after: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         db = args.db or f"sqlite:///{data / 'psp.db'}"
@@ -415,6 +436,9 @@ def main() -> int:
             ) as c:
                 c.execute(f'CREATE DATABASE "{name}"')
             db = db.rsplit("/", 1)[0] + "/" + name
+        # The echo ceiling before and after the pay run: this machine's speed drifts by
+        # minutes, and the two figures show how much it moved meanwhile.
+        echo_before = [] if args.no_echo else measure_echo(args, loadgen)
         seeded = seed(data, db, args.wallets * args.clients)
         server, address = start_psp(data, db, args.event_loop, args.workers, args.server_log)
         try:
@@ -453,29 +477,16 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
-        echo_res: list[dict[str, object]] = []
         if not args.no_echo:
-            echo, echo_addr = start_echo(args.event_loop)
-            try:
-                eargs = [
-                    (echo_addr, args.seconds / 2, args.concurrency) for _ in range(args.clients)
-                ]
-                if loadgen:
-                    ecmd = [str(loadgen), "echo", "--address", echo_addr]
-                    ecmd += ["--seconds", str(args.seconds / 2)]
-                    ecmd += ["--concurrency", str(args.concurrency)]
-                    echo_res = run_loadgen([ecmd] * args.clients)
-                elif args.clients == 1:
-                    echo_res = [run_on(args.event_loop, run_echo_load(*eargs[0]))]
-                else:
-                    echo_res = in_processes("echo", args.event_loop, args.clients, eargs)
-            finally:
-                echo.terminate()
-                echo.wait(timeout=30)
+            echo_after = measure_echo(args, loadgen)
 
     pays = sum(int(r["payments"]) for r in results)  # type: ignore[call-overload]
     elapsed = max(float(r["elapsed_s"]) for r in results)  # type: ignore[arg-type]
-    echo_rate = sum(float(r["calls_per_s"]) for r in echo_res)  # type: ignore[arg-type]
+    rates = [
+        sum(float(r["calls_per_s"]) for r in e)  # type: ignore[arg-type]
+        for e in (echo_before, echo_after)
+    ]
+    echo_rate = (rates[0] + rates[1]) / 2
     summary = {
         "backend": "postgresql"
         if db.startswith("postgresql")
@@ -496,6 +507,7 @@ def main() -> int:
         "server_cpu_ms_per_pay": round(server_cpu / max(pays, 1) * 1000, 3),
         "client_cpu_ms_per_pay": round(client_cpu / max(pays, 1) * 1000, 3),
         "echo_calls_per_s": round(echo_rate, 1),
+        "echo_before_after": [round(r, 1) for r in rates],
         "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3) if echo_rate else None,
     }
     if args.json:
