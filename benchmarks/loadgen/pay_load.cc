@@ -33,6 +33,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "protos/scanpay/v1/merchant.grpc.pb.h"
@@ -368,6 +369,27 @@ class Payer final : public Op {
 };
 
 // Drains and shuts the queue down; every call on it must have completed.
+// Prints "started", runs every worker until the load's deadline, prints "finished";
+// returns the wall time and this process's CPU time in between.
+template <typename Load, typename Worker>
+std::pair<double, double> RunWorkers(Load& load, std::vector<std::unique_ptr<Worker>>& workers,
+                                     double seconds) {
+  std::printf("started\n");
+  std::fflush(stdout);
+  const double cpu0 = CpuSeconds();
+  const auto started = Clock::now();
+  load.stop_at = started + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(seconds));
+  load.active = static_cast<int>(workers.size());
+  for (auto& w : workers) w->Next();
+  Serve(load.cq, Clock::time_point::max(), [&] { return load.active == 0; });
+  const double elapsed = Since(started, Clock::now());
+  const double client_cpu = CpuSeconds() - cpu0;
+  std::printf("finished\n");
+  std::fflush(stdout);
+  return {elapsed, client_cpu};
+}
+
 void ShutDown(grpc::CompletionQueue& cq) {
   cq.Shutdown();
   void* tag;
@@ -413,19 +435,7 @@ int RunPay(const std::string& address, const std::string& api_key,
     payers.push_back(std::make_unique<Payer>(load, i, *tills[i % kTills], *phones[i],
                                              tokens[i % tokens.size()]));
   }
-  std::printf("started\n");
-  std::fflush(stdout);
-  const double cpu0 = CpuSeconds();
-  const auto started = Clock::now();
-  load.stop_at = started + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(seconds));
-  load.active = concurrency;
-  for (auto& p : payers) p->Next();
-  Serve(load.cq, Clock::time_point::max(), [&] { return load.active == 0; });
-  const double elapsed = Since(started, Clock::now());
-  const double client_cpu = CpuSeconds() - cpu0;
-  std::printf("finished\n");
-  std::fflush(stdout);
+  const auto [elapsed, client_cpu] = RunWorkers(load, payers, seconds);
 
   // Wait (bounded) for the last events; no use once the stream has ended.
   Serve(load.cq, Clock::now() + kEventWait,
@@ -518,18 +528,7 @@ int RunEcho(const std::string& address, double seconds, int concurrency) {
   for (int i = 0; i < concurrency; ++i) {
     echoers.push_back(std::make_unique<Echoer>(load, *stubs[i % kEchoChannels]));
   }
-  std::printf("started\n");
-  std::fflush(stdout);
-  const double cpu0 = CpuSeconds();
-  const auto started = Clock::now();
-  load.stop_at = started + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(seconds));
-  load.active = concurrency;
-  for (auto& e : echoers) e->Next();
-  Serve(load.cq, Clock::time_point::max(), [&] { return load.active == 0; });
-  const double elapsed = Since(started, Clock::now());
-  const double client_cpu = CpuSeconds() - cpu0;
-  std::printf("finished\n");
+  const auto [elapsed, client_cpu] = RunWorkers(load, echoers, seconds);
   std::printf("{\"calls\": %ld, \"calls_per_s\": %s, \"errors\": %s, \"client_cpu_s\": %s}\n",
               load.calls, Num(static_cast<double>(load.calls) / elapsed, 1).c_str(),
               Json(load.errors).c_str(), Num(client_cpu, 6).c_str());
