@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import multiprocessing as mp
@@ -423,7 +424,7 @@ def main() -> int:
     loadgen = build_loadgen() if args.client == "cpp" else None
 
     echo_after: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         data = Path(tmp)
         db = args.db or f"sqlite:///{data / 'psp.db'}"
         if db.startswith("postgresql"):
@@ -431,10 +432,15 @@ def main() -> int:
             import psycopg
 
             name = f"scanpay_bench_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(
-                db.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
-            ) as c:
+            admin = db.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(admin, autocommit=True) as c:
                 c.execute(f'CREATE DATABASE "{name}"')
+
+            def drop() -> None:  # once the server is gone, also after a failed run
+                with psycopg.connect(admin, autocommit=True) as c:
+                    c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+            cleanup.callback(drop)
             db = db.rsplit("/", 1)[0] + "/" + name
         # The echo ceiling before and after the pay run: this machine's speed drifts by
         # minutes, and the two figures show how much it moved meanwhile.
