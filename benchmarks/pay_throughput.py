@@ -75,13 +75,18 @@ def start(
 
 
 def start_psp(
-    data: Path, db: str, event_loop: str, workers: int = 1, log: str = ""
+    data: Path,
+    db: str,
+    event_loop: str,
+    workers: int = 1,
+    log: str = "",
+    extra: list[str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """``scanpay psp serve`` on ``db`` (seeded with the benchmark's secret); returns the
     process and the address it announced."""
     cmd = [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0"]
     cmd += ["--data", str(data), "--db", db, "--workers", str(workers)]
-    cmd += ["--event-loop", event_loop]
+    cmd += ["--event-loop", event_loop, *(extra or [])]
     env = dict(os.environ, SCANPAY_SECRET="bench-secret")
     return start(cmd, "psp listening on", env, log)
 
@@ -416,6 +421,11 @@ def main() -> int:
         help="for the server, the echo server and the Python load generators",
     )
     ap.add_argument("--server-log", default="", help="append the PSP server's log to this file")
+    ap.add_argument(
+        "--commit-delay-ms",
+        default=None,
+        help="the server's --commit-delay-ms (default: the server's own default)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
@@ -446,7 +456,8 @@ def main() -> int:
         # minutes, and the two figures show how much it moved meanwhile.
         echo_before = [] if args.no_echo else measure_echo(args, loadgen)
         seeded = seed(data, db, args.wallets * args.clients)
-        server, address = start_psp(data, db, args.event_loop, args.workers, args.server_log)
+        extra = [] if args.commit_delay_ms is None else ["--commit-delay-ms", args.commit_delay_ms]
+        server, address = start_psp(data, db, args.event_loop, args.workers, args.server_log, extra)
         try:
             emails = list(seeded["emails"])  # type: ignore[call-overload]
             per = len(emails) // args.clients
@@ -501,6 +512,7 @@ def main() -> int:
         "server_workers": args.workers,
         "event_loop": args.event_loop,
         "client": args.client,
+        "commit_delay_ms": args.commit_delay_ms or "server default",
         "clients": args.clients,
         "concurrency": args.concurrency,
         "pay_per_s": round(pays / elapsed, 1),

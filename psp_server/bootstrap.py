@@ -61,7 +61,7 @@ def build_app(
     settings.resolve()
     if migrate_schema:
         migrate.upgrade(settings.db_url)
-    db = Database(settings.db_url, max_batch=settings.max_batch)
+    db = Database(settings.db_url, max_batch=settings.max_batch, commit_delay=settings.commit_delay)
     deps = Deps(db=db, clock=clock or SystemClock(), settings=settings, bus=EventBus())
     merchants = MerchantServices(deps)
     wallets = WalletServices(deps, merchants)

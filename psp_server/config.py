@@ -54,6 +54,9 @@ class Settings:
     login_lockout: timedelta = timedelta(seconds=30)
     sweep_interval: float = 1.0
     max_batch: int = 128
+    # Under load, how long (s) a small group commit on SQLite waits for more jobs
+    # (GroupCommitWriter._drain_once); 0 turns it off. Never for a lone job.
+    commit_delay: float = 0.002
     # Card rail: the network's HOST:PORT ("" = card RPCs answer UNIMPLEMENTED).
     cardnet: str = ""
     acquirer_id: str = "123456"

@@ -25,11 +25,13 @@ class Retry(Exception):
 
 
 class Database:
-    def __init__(self, url: str, *, max_batch: int = 128) -> None:
+    def __init__(self, url: str, *, max_batch: int = 128, commit_delay: float = 0.0) -> None:
         self.url = url
         self.write_engine: Engine = make_engine(url, writer=True)
         self.read_engine: Engine = make_engine(url, writer=False)
-        self.writer = GroupCommitWriter(self.write_engine, max_batch=max_batch)
+        self.writer = GroupCommitWriter(
+            self.write_engine, max_batch=max_batch, commit_delay=commit_delay
+        )
         self.inline_reads = self.read_engine.dialect.name == "sqlite"
         self._inline: Connection | None = None
         self._pg_reads: Engine | None = make_pg_read_engine(url) if self.is_postgres else None

@@ -510,3 +510,43 @@ async def test_on_postgresql_a_failing_job_rolls_back_alone_first_middle_or_last
         c.commit()
     engine.dispose()
     assert keys == {"a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4", "a5", "a6"}
+
+
+async def test_under_load_a_small_batch_waits_for_company(db: tuple[Path, Engine]) -> None:
+    """With a commit delay, a batch that follows a busy one waits a moment for the jobs on
+    their way, so that two jobs 10 ms apart share one commit."""
+    path, engine = db
+    writer = GroupCommitWriter(engine, commit_delay=0.2)
+    try:
+        # Under load: two jobs at once make a batch of two (the first batch never waits).
+        await asyncio.gather(writer.submit_async(insert("x")), writer.submit_async(insert("y")))
+        assert writer.batches == 1
+
+        async def later() -> str:
+            await asyncio.sleep(0.01)
+            return await writer.submit_async(insert("b"))
+
+        started = time.perf_counter()
+        results = await asyncio.gather(writer.submit_async(insert("a")), later())
+        waited = time.perf_counter() - started
+    finally:
+        writer.close()
+    assert results == ["a", "b"]
+    assert writer.batches == 2 and writer.jobs == 4  # "a" waited for "b"
+    assert 0.2 <= waited < 2
+    assert committed(path) == {"x": 1, "y": 1, "a": 1, "b": 1}
+
+
+async def test_a_lone_job_never_waits_for_company(db: tuple[Path, Engine]) -> None:
+    """One till paying now and then: each job is alone in its batch and is not held back
+    by the commit delay."""
+    _, engine = db
+    writer = GroupCommitWriter(engine, commit_delay=1.0)
+    try:
+        for i in range(3):
+            started = time.perf_counter()
+            assert await writer.submit_async(insert(f"k{i}")) == f"k{i}"
+            assert time.perf_counter() - started < 0.5
+    finally:
+        writer.close()
+    assert writer.batches == 3 and writer.jobs == 3
