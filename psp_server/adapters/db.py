@@ -276,6 +276,8 @@ class GroupCommitWriter:
             # batches leave more for the requests. A lone job (one till) never waits.
             # PostgreSQL's commit_delay, for the same reason.
             await asyncio.sleep(self._commit_delay)
+            if self._stopped.is_set() or not self._pending:
+                return  # closed meanwhile: close() gave the jobs to the writer thread
         if not self._conn_lock.acquire(blocking=False):
             # The writer thread has the connection (jobs from a thread, or ones it runs
             # again): wait for it, then carry on here. Handing the loop's jobs over to it

@@ -550,3 +550,17 @@ async def test_a_lone_job_never_waits_for_company(db: tuple[Path, Engine]) -> No
     finally:
         writer.close()
     assert writer.batches == 3 and writer.jobs == 3
+
+
+async def test_closing_while_a_batch_waits_for_company_loses_nothing(
+    db: tuple[Path, Engine],
+) -> None:
+    path, engine = db
+    writer = GroupCommitWriter(engine, commit_delay=0.3)
+    await asyncio.gather(writer.submit_async(insert("x")), writer.submit_async(insert("y")))
+    waiting = writer.submit_async(insert("a"))
+    await asyncio.sleep(0.05)  # the drain is in its delay now
+    await asyncio.to_thread(writer.close)  # the writer thread runs "a" as it stops
+    assert await asyncio.wait_for(waiting, 5) == "a"
+    await asyncio.sleep(0.4)  # the drain wakes up to a closed writer and leaves
+    assert committed(path) == {"x": 1, "y": 1, "a": 1}
