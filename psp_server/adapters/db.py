@@ -70,6 +70,12 @@ def _sqlite_pragmas(engine: Engine, *, writer: bool) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.execute("PRAGMA foreign_keys=ON")
+        # Each job of a group commit runs in a savepoint, and the first change to a page in
+        # a savepoint copies the page to the statement journal. With temp_store=FILE that
+        # journal spills to a temp file past 64 KiB: a file opened, unlinked and written
+        # page by page (hundreds of pwrite calls) on every batch, on the event loop. In
+        # memory it is a copy. It holds nothing that must survive a crash.
+        cur.execute("PRAGMA temp_store=MEMORY")
         cur.close()
 
     @event.listens_for(engine, "begin")

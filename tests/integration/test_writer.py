@@ -564,3 +564,54 @@ async def test_closing_while_a_batch_waits_for_company_loses_nothing(
     assert await asyncio.wait_for(waiting, 5) == "a"
     await asyncio.sleep(0.4)  # the drain wakes up to a closed writer and leaves
     assert committed(path) == {"x": 1, "y": 1, "a": 1}
+
+
+def temp_files_open() -> list[str]:
+    """SQLite's temp files (statement journals) this process has open: unlinked files
+    named etilqs_*."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
+async def test_a_big_batch_keeps_its_savepoint_journal_in_memory(
+    db: tuple[Path, Engine],
+) -> None:
+    """Each job's savepoint copies the pages it changes to the statement journal; a batch
+    changing hundreds of KiB of pages keeps that journal in memory, not in a temp file
+    written page by page on the event loop."""
+    path, engine = db
+    with sqlite3.connect(path) as c:
+        c.executemany(
+            "INSERT INTO t (k, v) VALUES (?, 0)", [(f"{i:04d}" + "x" * 3000,) for i in range(600)]
+        )
+    seen: list[list[str]] = []
+
+    def touch(first: int) -> Callable[[Connection, Hooks], None]:
+        def job(conn: Connection, hooks: Hooks) -> None:
+            raw: Any = conn.connection.dbapi_connection
+            # Thirty rows of about a page each: 120 KiB copied to the journal, past the
+            # 64 KiB that SQLite keeps in memory when temp_store is FILE.
+            raw.execute(
+                "UPDATE t SET v = v + 1 WHERE k >= ? AND k < ?",
+                (f"{first:04d}", f"{first + 30:04d}"),
+            )
+            seen.append(temp_files_open())
+
+        return job
+
+    writer = GroupCommitWriter(engine)
+    try:
+        await asyncio.gather(*(writer.submit_async(touch(30 * n)) for n in range(20)))
+    finally:
+        writer.close()
+    assert writer.batches == 1  # all twenty jobs in one transaction
+    assert seen == [[]] * 20
+    assert sum(committed(path).values()) == 600
