@@ -4,12 +4,17 @@ durable commits (WAL, synchronous=FULL) or PostgreSQL.
 
     .venv/bin/python benchmarks/pay_throughput.py [--seconds 20] [--concurrency 64]
         [--db postgresql://postgres@127.0.0.1:5432/test] [--clients 1]
-        [--client cpp|python]
+        [--client cpp|python] [--floor]
 
 Prints pay/s, p50/p99 pay latency, p99 pay-to-event latency, the CPU per pay of the
 server and of the load generator, and the bare gRPC echo ceiling measured with the same
 client just before and just after the pay run (this machine's speed drifts: both are
 printed, the ratio uses their mean).
+
+With --floor it then runs the same load for as long against benchmarks/grpc_floor_server.py,
+which answers the same four calls from memory in one process, and prints that floor's pay/s
+and server CPU per pay: what gRPC alone costs for this sale, the part of the server's CPU
+that no work on the PSP can remove.
 
 The load generator (--client) is by default a C++ program, benchmarks/loadgen/pay_load.cc:
 it does what run_pay_load and run_echo_load below do (the Python client, --client python)
@@ -89,6 +94,34 @@ def start_psp(
     cmd += ["--event-loop", event_loop, *(extra or [])]
     env = dict(os.environ, SCANPAY_SECRET="bench-secret")
     return start(cmd, "psp listening on", env, log)
+
+
+def start_floor(event_loop: str) -> tuple[subprocess.Popen[str], str]:
+    """The same sale answered from memory (benchmarks/grpc_floor_server.py)."""
+    script = str(ROOT / "benchmarks" / "grpc_floor_server.py")
+    return start([sys.executable, script, "127.0.0.1:0", event_loop], "floor listening on")
+
+
+def measure_floor(args: argparse.Namespace, loadgen: Path | None, data: Path) -> dict[str, object]:
+    """The sale's gRPC floor: the same load generator, payers and seconds against a
+    server that answers the same four calls from memory (one process, no database)."""
+    floor, floor_addr = start_floor(args.event_loop)
+    try:
+        emails = [f"floor{i}@example.com" for i in range(args.wallets)]
+        if loadgen:
+            path = data / "tokens-floor.txt"
+            path.write_text("".join(f"floor-{e}\n" for e in emails))
+            cmd = [str(loadgen), "pay", "--address", floor_addr, "--api-key", "floor"]
+            cmd += ["--tokens", str(path), "--seconds", str(args.seconds)]
+            cmd += ["--concurrency", str(args.concurrency)]
+            return run_loadgen([cmd], floor.pid)[0]
+        return run_on(
+            args.event_loop,
+            run_pay_load(floor_addr, "floor", emails, args.seconds, args.concurrency, floor.pid),
+        )
+    finally:
+        floor.terminate()
+        floor.wait(timeout=30)
 
 
 def start_echo(event_loop: str) -> tuple[subprocess.Popen[str], str]:
@@ -430,6 +463,12 @@ def main() -> int:
     ap.add_argument(
         "--no-echo", action="store_true", help="skip the echo ceiling (quicker A/B runs)"
     )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the same load against benchmarks/grpc_floor_server.py (the same "
+        "calls answered from memory) and print what gRPC alone costs per sale",
+    )
     args = ap.parse_args()
     loadgen = build_loadgen() if args.client == "cpp" else None
 
@@ -496,6 +535,7 @@ def main() -> int:
             server.wait(timeout=30)
         if not args.no_echo:
             echo_after = measure_echo(args, loadgen)
+        floor = measure_floor(args, loadgen, data) if args.floor else None
 
     pays = sum(int(r["payments"]) for r in results)  # type: ignore[call-overload]
     elapsed = max(float(r["elapsed_s"]) for r in results)  # type: ignore[arg-type]
@@ -528,6 +568,16 @@ def main() -> int:
         "echo_before_after": [round(r, 1) for r in rates],
         "pay_rpcs_vs_echo": round(3 * pays / elapsed / echo_rate, 3) if echo_rate else None,
     }
+    if floor is not None:
+        floor_pays = int(floor["payments"])  # type: ignore[call-overload]
+        floor_rate = floor_pays / float(floor["elapsed_s"])  # type: ignore[arg-type]
+        summary["floor_pay_per_s"] = round(floor_rate, 1)
+        summary["floor_server_cpu_ms_per_pay"] = round(
+            float(floor["server_cpu_s"]) / max(floor_pays, 1) * 1000,  # type: ignore[arg-type]
+            3,
+        )
+        summary["floor_events_missing"] = floor["events_missing"]
+        summary["pay_vs_floor"] = round(pays / elapsed / floor_rate, 3)
     if args.json:
         print(json.dumps(summary))
     else:
