@@ -6,9 +6,7 @@ gRPC service in Python reaches on this machine. Prints its port, serves until ki
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
+import bench_server
 import grpc
 
 
@@ -26,17 +24,8 @@ async def main(address: str) -> None:
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(address)
-    await server.start()
-    print(f"echo listening on 127.0.0.1:{port}", flush=True)
-    await server.wait_for_termination()
+    await bench_server.serve(server, address, "echo")
 
 
 if __name__ == "__main__":
-    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"
-    if len(sys.argv) > 2 and sys.argv[2] == "uvloop":
-        import uvloop
-
-        uvloop.run(main(address))
-    else:
-        asyncio.run(main(address))
+    bench_server.run(main)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import bench_server
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -125,17 +126,8 @@ async def main(address: str) -> None:
     server = grpc.aio.server()
     mg.add_MerchantServiceServicer_to_server(Merchant(floor), server)
     wg.add_WalletServiceServicer_to_server(Wallet(floor), server)
-    port = server.add_insecure_port(address)
-    await server.start()
-    print(f"floor listening on 127.0.0.1:{port}", flush=True)
-    await server.wait_for_termination()
+    await bench_server.serve(server, address, "floor")
 
 
 if __name__ == "__main__":
-    address = sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:0"
-    if len(sys.argv) > 2 and sys.argv[2] == "uvloop":
-        import uvloop
-
-        uvloop.run(main(address))
-    else:
-        asyncio.run(main(address))
+    bench_server.run(main)
