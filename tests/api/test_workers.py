@@ -4,6 +4,8 @@ once, the payments made through the other; one QR is paid once."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -137,3 +139,16 @@ def test_port_is_announced_once_every_worker_listens(
     proc, _ = two_workers
     port = int(proc.address.rsplit(":", 1)[1])
     assert _listening_sockets(port) == 2
+
+
+@pytest.mark.parametrize("delay", ["-1", "101", "nan"])
+def test_serve_refuses_a_commit_delay_out_of_range_and_creates_nothing(
+    tmp_path: Path, delay: str
+) -> None:
+    data = tmp_path / "psp"
+    cmd = [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0"]
+    cmd += ["--data", str(data), "--commit-delay-ms", delay]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "--commit-delay-ms must be between 0 and 100" in done.stderr
+    assert not (data / "psp.db").exists()
