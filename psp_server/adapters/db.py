@@ -114,6 +114,57 @@ def make_pg_read_engine(url: str) -> Engine:
     )
 
 
+class Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own, so that a
+    group commit writes only its own pages. With SQLite's automatic checkpoint, the commit
+    that takes the WAL past 1,000 pages also reads them all back and writes them to the
+    database file before it returns: under load about every fourth batch, half the time
+    the commits took, on the path every payment waits on. The writer's connection has
+    automatic checkpoints off; after a commit this thread runs a PASSIVE checkpoint (it
+    never blocks the writer or a reader), at most one per ``interval``."""
+
+    def __init__(self, path: str, interval: float = 0.05) -> None:
+        self._path = path
+        self._interval = interval
+        self._due = threading.Event()
+        self._stop = threading.Event()
+        self.checkpoints = 0
+        self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """A commit happened: checkpoint soon."""
+        self._due.set()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._due.wait()
+                if self._stop.is_set():
+                    break
+                self._due.clear()
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(
+                            self._path, isolation_level=None, check_same_thread=False
+                        )
+                        conn.execute("PRAGMA synchronous=FULL")
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error as exc:  # the next commit pokes again
+                    log.warning("WAL checkpoint failed: %s", exc)
+                self._stop.wait(self._interval)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._due.set()
+        self._thread.join(timeout=30)
+
+
 @dataclass
 class _Job(Generic[T]):
     fn: Callable[[Connection, Hooks], T]
@@ -156,8 +207,10 @@ class GroupCommitWriter:
         self._lock_fd: int | None = None
         self._pg = engine.dialect.name == "postgresql"
         db_path = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._checkpointer: Checkpointer | None = None
         if db_path and db_path != ":memory:":
             self._lock_fd = os.open(db_path + ".writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._checkpointer = Checkpointer(db_path)
         self._max_batch = max_batch
         # Seconds a batch on the loop waits for company while under load (see _drain_once).
         self._commit_delay = commit_delay
@@ -222,6 +275,8 @@ class GroupCommitWriter:
                 self._queue.put(job)  # written by the thread before it stops
             self._queue.put(None)
             self._thread.join(timeout=30)
+            if self._checkpointer is not None:
+                self._checkpointer.close()
 
     # -- on the event loop -----------------------------------------------------------
 
@@ -385,6 +440,8 @@ class GroupCommitWriter:
             raise
         finally:
             self._unlock(file_locked)
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     def _unlock(self, file_locked: bool) -> None:
         if file_locked and self._lock_fd is not None:
@@ -396,6 +453,10 @@ class GroupCommitWriter:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self._engine.connect()
+            if self._checkpointer is not None:
+                # The checkpointer thread copies the WAL back (see Checkpointer).
+                dbapi: Any = self._conn.connection.dbapi_connection
+                dbapi.execute("PRAGMA wal_autocheckpoint=0")
             if self._pg:
                 raw: Any = self._conn.connection.dbapi_connection
                 self._backend_pid = int(raw.info.backend_pid)
@@ -529,6 +590,8 @@ class GroupCommitWriter:
                 with contextlib.suppress(Exception):  # not on a connection that is gone
                     trans.rollback()
             raise
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         self.batches += 1
         self.jobs += len(batch)
         return outcomes

@@ -615,3 +615,36 @@ async def test_a_big_batch_keeps_its_savepoint_journal_in_memory(
     assert writer.batches == 1  # all twenty jobs in one transaction
     assert seen == [[]] * 20
     assert sum(committed(path).values()) == 600
+
+
+async def test_the_wal_is_copied_back_by_the_checkpointer_not_by_a_commit(
+    db: tuple[Path, Engine],
+) -> None:
+    """The writer's connection never checkpoints (a checkpoint inside a commit delays
+    every payment of that batch); the checkpointer thread copies the WAL into the
+    database file soon after the commits."""
+    path, engine = db
+    writer = GroupCommitWriter(engine)
+    try:
+
+        def insert(i: int) -> Callable[[Connection, Hooks], int]:
+            def job(conn: Connection, hooks: Hooks) -> int:
+                raw: Any = conn.connection.dbapi_connection
+                raw.execute("INSERT INTO t (k, v) VALUES (?, ?)", (f"{i:05d}" + "y" * 2000, i))
+                return int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+            return job
+
+        settings = await asyncio.gather(*(writer.submit_async(insert(i)) for i in range(1500)))
+        assert set(settings) == {0}  # off on the writer's connection
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # The database file alone, without the WAL: what the checkpoints put there.
+            with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as c:
+                in_file = c.execute("SELECT count(*) FROM t").fetchone()[0]
+            if in_file == 1500:
+                break
+            await asyncio.sleep(0.05)
+        assert in_file == 1500
+    finally:
+        writer.close()
