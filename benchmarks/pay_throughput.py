@@ -448,6 +448,12 @@ def main() -> int:
     ap.add_argument("--db", default="", help="database URL (default: SQLite in a temp dir)")
     ap.add_argument("--workers", type=int, default=1, help="PSP server processes")
     ap.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        help="the server's --gateways: gRPC processes handing calls to one core process",
+    )
+    ap.add_argument(
         "--event-loop",
         choices=("uvloop", "asyncio"),
         default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -496,6 +502,8 @@ def main() -> int:
         echo_before = [] if args.no_echo else measure_echo(args, loadgen)
         seeded = seed(data, db, args.wallets * args.clients)
         extra = [] if args.commit_delay_ms is None else ["--commit-delay-ms", args.commit_delay_ms]
+        if args.gateways:
+            extra += ["--gateways", str(args.gateways)]
         server, address = start_psp(data, db, args.event_loop, args.workers, args.server_log, extra)
         try:
             emails = list(seeded["emails"])  # type: ignore[call-overload]
@@ -550,6 +558,7 @@ def main() -> int:
         else "sqlite (WAL, synchronous=FULL)",
         "cores": os.cpu_count(),
         "server_workers": args.workers,
+        "server_gateways": args.gateways,
         "event_loop": args.event_loop,
         "client": args.client,
         "commit_delay_ms": args.commit_delay_ms or "server default",

@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,7 +63,16 @@ def register(sub: Any) -> None:
         help="under load, how long a small SQLite group commit waits for more payments "
         "(default 2; 0 turns it off; a lone payment never waits)",
     )
+    serve.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        help="processes that hold the gRPC connections and hand each call to this one, "
+        "which alone runs the payments and owns the database (0: this process serves "
+        "gRPC itself)",
+    )
     serve.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--gateway-child", default="", help=argparse.SUPPRESS)
     add_db_args(serve)
     serve.set_defaults(func=_serve)
     mig = psub.add_parser("migrate", help="bring the database schema up to date")
@@ -113,14 +125,25 @@ async def serve(args: argparse.Namespace) -> int:
             print("error: --commit-delay-ms must be between 0 and 100", file=sys.stderr)
             return 2
         settings.commit_delay = args.commit_delay_ms / 1000
+    if args.gateway_child:
+        return await _serve_gateway(args, settings)
+    gateways = int(args.gateways)
+    if gateways < 0 or gateways > 64:
+        print("error: --gateways must be between 0 and 64", file=sys.stderr)
+        return 2
+    if gateways and workers > 1:
+        print("error: --gateways and --workers do not combine", file=sys.stderr)
+        return 2
     app = build_app(settings, migrate_schema=not child, primary=not child)
+    if gateways:
+        return await _serve_core(args, app, gateways)
     server, port = build_server(app, args.listen)
     await server.start()
     await mark_serving(server)
     await start_background(app, primary=not child, follow_log=workers > 1 or child)
     host = args.listen.rsplit(":", 1)[0]
     if child:
-        print(WORKER_READY, flush=True)
+        print(f"{WORKER_READY} {port}", flush=True)
     procs = [] if child else _spawn_workers(args, host, port, workers - 1)
     if procs:
         # Announce the port only when every worker serves it: connections made before a
@@ -132,12 +155,7 @@ async def serve(args: argparse.Namespace) -> int:
             f"psp listening on {host}:{port} (db {_safe_url(settings.db_url)}{extra})",
             flush=True,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _signalled().wait()
     if not child:
         print("psp stopping", flush=True)
     for proc in procs:
@@ -151,6 +169,153 @@ async def serve(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     return 0
+
+
+def _signalled() -> asyncio.Event:
+    """Set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _serve_core(args: argparse.Namespace, app: Any, n: int) -> int:
+    """The core (``--gateways N``): runs every call its gateways hand it, on the one
+    database writer, and sends each committed event to them (api/relay.py)."""
+    from psp_server.api.server import start_core
+    from psp_server.bootstrap import start_background, stop_background
+
+    sock_dir = tempfile.mkdtemp(prefix="scanpay-core-")
+    path = os.path.join(sock_dir, "core.sock")
+    core = await start_core(app, path)
+    await start_background(app, primary=True)
+    gateways = _Gateways(args, path)
+    try:
+        port = await gateways.start(n)
+        host = args.listen.rsplit(":", 1)[0]
+        print(
+            f"psp listening on {host}:{port} (db {_safe_url(app.settings.db_url)}, "
+            f"{n} gateway processes)",
+            flush=True,
+        )
+        stop = _signalled()
+        watch = asyncio.create_task(gateways.keep_up(stop))
+        await stop.wait()
+        print("psp stopping", flush=True)
+        watch.cancel()
+        # Gateways first (they finish their calls in flight), then the core.
+        await asyncio.to_thread(gateways.stop)
+    finally:
+        gateways.kill()
+        await core.stop()
+        await stop_background(app)
+        app.close()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+    return 0
+
+
+class _Gateways:
+    """The core's gateway processes: started on one port, started again if one dies."""
+
+    def __init__(self, args: argparse.Namespace, path: str) -> None:
+        self._args = args
+        self._path = path
+        self._listen = args.listen
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "psp_server",
+            "psp",
+            "serve",
+            "--gateway-child",
+            self._path,
+            "--listen",
+            self._listen,
+            "--event-loop",
+            self._args.event_loop,
+        ]
+        if self._args.data is not None:
+            cmd += ["--data", str(self._args.data)]
+        if self._args.db:
+            cmd += ["--db", self._args.db]
+        if self._args.public_url:
+            cmd += ["--public-url", self._args.public_url]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
+
+    async def start(self, n: int) -> int:
+        """Start ``n`` gateways; the first one picks the port when it is 0."""
+        first = self._spawn()
+        self.procs.append(first)
+        (port,) = await asyncio.to_thread(_wait_ready, [first])
+        host = self._listen.rsplit(":", 1)[0]
+        self._listen = f"{host}:{port}"
+        rest = [self._spawn() for _ in range(n - 1)]
+        self.procs.extend(rest)
+        await asyncio.to_thread(_wait_ready, rest)
+        return port
+
+    async def keep_up(self, stop: asyncio.Event) -> None:
+        """A gateway that dies is started again: its clients reconnect to the others
+        meanwhile, and calls it had in flight finish in the core (their callers retry with
+        the same idempotency key)."""
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is None or stop.is_set():
+                    continue
+                logging.getLogger(__name__).warning(
+                    "gateway process %d exited with status %s; starting another",
+                    proc.pid,
+                    proc.returncode,
+                )
+                fresh = self._spawn()
+                self.procs[i] = fresh
+                try:
+                    await asyncio.to_thread(_wait_ready, [fresh])
+                except SystemExit as exc:
+                    logging.getLogger(__name__).error("gateway did not start: %s", exc)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+
+
+async def _serve_gateway(args: argparse.Namespace, settings: Any) -> int:
+    """A gateway: gRPC on the shared port, every unary call handed to the core;
+    ``WatchPayments`` served here from the log and the core's events."""
+    from psp_server.api.server import start_gateway
+    from psp_server.bootstrap import build_app
+
+    settings.cardnet = ""  # the card rail lives in the core
+    app = build_app(settings, migrate_schema=False, primary=False)
+    server, port, core = await start_gateway(app, args.listen, args.gateway_child)
+    print(f"{WORKER_READY} {port}", flush=True)
+    stop = _signalled()
+    stopped = asyncio.create_task(stop.wait())
+    lost = asyncio.create_task(core.closed.wait())
+    await asyncio.wait((stopped, lost), return_when=asyncio.FIRST_COMPLETED)
+    if lost.done() and not stop.is_set():
+        logging.getLogger(__name__).error("gateway: the core is gone; stopping")
+    await server.stop(grace=5)
+    core.close()
+    app.close()
+    return 0 if stop.is_set() else 1
 
 
 def _spawn_workers(
@@ -193,9 +358,11 @@ def _spawn_workers(
 WORKER_READY = "psp worker ready"
 
 
-def _wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
-    """Block until each worker printed its ready line; then stop reading its output."""
+def _wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> list[int]:
+    """Block until each worker printed its ready line; then stop reading its output.
+    Returns the ports they listen on."""
     deadline = time.monotonic() + timeout
+    ports = []
     for proc in procs:
         assert proc.stdout is not None
         while True:
@@ -206,10 +373,13 @@ def _wait_ready(procs: list[subprocess.Popen[bytes]], timeout: float = 120.0) ->
             line = proc.stdout.readline()
             if not line:
                 raise SystemExit(f"a worker process exited while starting (status {proc.wait()})")
-            if line.decode(errors="replace").strip() == WORKER_READY:
+            text = line.decode(errors="replace").strip()
+            if text.startswith(WORKER_READY + " "):
+                ports.append(int(text.rsplit(" ", 1)[1]))
                 break
         # Nothing else is read from it: keep its pipe from filling up.
         threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+    return ports
 
 
 def _drain(stream: IO[bytes]) -> None:

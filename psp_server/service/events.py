@@ -1,7 +1,8 @@
 """In-process event bus: after a commit, tell the streams of that merchant.
 
 A notice carries the committed event (or only its sequence number, when it came from
-another replica through PostgreSQL NOTIFY); a stream that sees a gap reads the log.
+another replica through PostgreSQL NOTIFY; or, in a gateway, the event already encoded by
+the core); a stream that sees a gap reads the log.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psp_server.domain.parties import Event
@@ -19,6 +21,8 @@ class Notice:
     merchant_id: str
     seq: int
     event: Event | None = None
+    # The encoded PaymentEvent, where the notice came from the core (psp serve --gateways).
+    data: bytes | None = None
 
 
 class Subscription:
@@ -42,6 +46,12 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._taps: list[Callable[[Notice], None]] = []
+
+    def tap(self, fn: Callable[[Notice], None]) -> None:
+        """Also give every notice to ``fn`` (the core sends them on to its gateways), in
+        the thread that publishes it, before the streams get it."""
+        self._taps.append(fn)
 
     def subscribe(self, merchant_id: str) -> Subscription:
         sub = Subscription(self, merchant_id, asyncio.get_running_loop())
@@ -59,6 +69,8 @@ class EventBus:
 
     def publish(self, notice: Notice) -> None:
         """Thread-safe; called after commit, on the event loop or on another thread."""
+        for fn in self._taps:
+            fn(notice)
         with self._lock:
             subs = list(self._subs.get(notice.merchant_id, ()))
         if not subs:

@@ -175,7 +175,9 @@ def wait_for(check: Callable[[], bool], what: str, deadline: float = 15.0) -> No
         time.sleep(0.05)
 
 
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+# sqlite-gateway: the layout of psp serve --gateways (the card rail in the core, every
+# call through a gateway).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "sqlite-gateway"]
 
 
 @contextlib.contextmanager
@@ -212,7 +214,12 @@ def card_psp(
 ) -> Iterator[LivePsp]:
     data = tmp_path_factory.mktemp(f"psp-cards-{request.param}")
     with backend_url(request, request.param) as url:
-        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        psp = LivePsp(
+            data,
+            url,
+            settings=card_settings(data, cardnet),
+            gateway=request.param == "sqlite-gateway",
+        ).start()
         try:
             yield psp
             assert psp.app.admin.ledger_check() == []
@@ -522,7 +529,12 @@ def crash_psp(
     """A PSP of its own (it is restarted), on SQLite or PostgreSQL."""
     data = tmp_path / "psp"
     with backend_url(request, request.param) as url:
-        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        psp = LivePsp(
+            data,
+            url,
+            settings=card_settings(data, cardnet),
+            gateway=request.param == "sqlite-gateway",
+        ).start()
         try:
             yield psp
             assert psp.app.admin.ledger_check() == []

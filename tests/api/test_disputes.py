@@ -41,7 +41,12 @@ def card_psp(
 ) -> Iterator[LivePsp]:
     data = tmp_path_factory.mktemp(f"psp-disputes-{request.param}")
     with backend_url(request, request.param) as url:
-        psp = LivePsp(data, url, settings=card_settings(data, cardnet)).start()
+        psp = LivePsp(
+            data,
+            url,
+            settings=card_settings(data, cardnet),
+            gateway=request.param == "sqlite-gateway",
+        ).start()
         try:
             yield psp
             assert psp.app.admin.ledger_check() == []

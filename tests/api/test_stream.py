@@ -34,8 +34,9 @@ def api(psp: LivePsp) -> Iterator[Api]:
 
 
 def _subscribers(psp: LivePsp, merchant_id: str) -> int:
-    """Streams of this merchant subscribed to the server's event bus right now."""
-    bus = psp.app.bus
+    """Streams of this merchant subscribed to the server's event bus right now (the
+    gateway's, where the streams are served by one)."""
+    bus = (psp.gateway_app or psp.app).bus
     with bus._lock:
         return len(bus._subs.get(merchant_id, ()))
 

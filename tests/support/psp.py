@@ -47,8 +47,13 @@ class LivePsp:
         *,
         settings: Settings | None = None,
         cardnet: str | None = None,
+        gateway: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # As ``psp serve --gateways``: clients talk to a gateway (its own app on the same
+        # database) that hands every unary call to the core over a Unix socket.
+        self.gateway = gateway
+        self.gateway_app: Any = None
         self.cardnet = cardnet
         self.db_url = db_url or f"sqlite:///{self.data_dir / 'psp.db'}"
         self.settings = settings
@@ -65,7 +70,7 @@ class LivePsp:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> LivePsp:
-        from psp_server.api.server import build_server, mark_serving
+        from psp_server.api.server import build_server, mark_serving, start_core, start_gateway
         from psp_server.bootstrap import build_app, start_background, stop_background
 
         settings = self.settings or Settings(data_dir=self.data_dir, db_url=self.db_url)
@@ -79,16 +84,33 @@ class LivePsp:
         loop = asyncio.new_event_loop()
         self._loop = loop
 
+        if self.gateway:
+            gw_settings = Settings(data_dir=self.data_dir, db_url=self.db_url)
+            gw_settings.secret = self._secret
+            self.gateway_app = build_app(
+                gw_settings, clock=self.clock, migrate_schema=False, primary=False
+            )
+
         async def main() -> None:
-            server, port = build_server(self.app, f"127.0.0.1:{self.port or 0}")
-            await server.start()
-            await mark_serving(server)
+            address = f"127.0.0.1:{self.port or 0}"
+            core = client = None
+            if self.gateway:
+                sock = str(self.data_dir / "core.sock")
+                core = await start_core(self.app, sock)
+                server, port, client = await start_gateway(self.gateway_app, address, sock)
+            else:
+                server, port = build_server(self.app, address)
+                await server.start()
+                await mark_serving(server)
             await start_background(self.app)
             self._server = server
             self._stopping = asyncio.Event()
             ready.set_result(port)
             await self._stopping.wait()
             await server.stop(grace=0.5)
+            if client is not None and core is not None:
+                client.close()
+                await core.stop()
             await stop_background(self.app)
 
         def run() -> None:
@@ -120,6 +142,9 @@ class LivePsp:
         assert self._thread is not None
         self._thread.join(timeout=30)
         self.app.close()
+        if self.gateway_app is not None:
+            self.gateway_app.close()
+            self.gateway_app = None
         self._server = None
         self._loop = None
 
@@ -291,12 +316,18 @@ class PspProcess:
     """``scanpay psp serve`` as its own OS process (for crash and restart tests)."""
 
     def __init__(
-        self, data_dir: Path, db_url: str | None = None, port: int = 0, workers: int = 1
+        self,
+        data_dir: Path,
+        db_url: str | None = None,
+        port: int = 0,
+        workers: int = 1,
+        gateways: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.db_url = db_url or f"sqlite:///{self.data_dir / 'psp.db'}"
         self.port = port
         self.workers = workers
+        self.gateways = gateways
         self._drainer: threading.Thread | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
@@ -318,6 +349,7 @@ class PspProcess:
                 self.db_url,
                 "--workers",
                 str(self.workers),
+                *(["--gateways", str(self.gateways)] if self.gateways else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -155,6 +155,10 @@ class MerchantServicer:
                     notice = await sub.queue.get()
                     if notice.seq <= cursor:
                         continue
+                    if notice.seq == cursor + 1 and notice.data is not None:
+                        yield notice.data
+                        cursor = notice.seq
+                        continue
                     if notice.seq == cursor + 1 and notice.event is not None:
                         ev = notice.event
                         yield mapping.event_bytes(ev)

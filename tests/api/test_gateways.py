@@ -1,0 +1,211 @@
+"""``scanpay psp serve --gateways 2``: a core process that owns the database and two
+gateway processes on the port that hand it every call. The whole API suite also runs in
+this layout in one process (the ``sqlite-gateway`` backend of the ``psp`` fixture); these
+tests are about the processes: the port, a gateway that dies, a core that dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.scanpay.v1 import (
+    common_pb2,
+    merchant_pb2,
+    merchant_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
+from psp_server.bootstrap import build_app
+from psp_server.config import Settings
+from tests.api.test_workers import SECRET, _listening_sockets, channels
+from tests.support.psp import PspProcess, bearer
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
+    data = tmp_path / "psp"
+    app = build_app(Settings(data_dir=data, secret=SECRET.encode()))
+    m = app.admin.create_merchant(
+        name="Split Process Shop", city="Lisbon", country="PT", currency="EUR", mcc="5411"
+    )
+    key = app.admin.create_terminal(m.id, "T1").api_key
+    emails = [f"g{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(6)]
+    for e in emails:
+        c = app.admin.create_consumer(email=e, password="password1", currency="EUR", kyc_tier=2)
+        app.admin.top_up(c.id, 100_00, "EUR")
+    app.close()
+    proc = PspProcess(data, gateways=2).start()
+    try:
+        yield proc, {"api_key": key, **{f"e{i}": e for i, e in enumerate(emails)}}
+    finally:
+        proc.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _sale(ch: grpc.Channel, key: str, email: str, order: str) -> tuple[str, str]:
+    """Create, resolve and pay; returns the payment id and its status afterwards."""
+    ms = merchant_pb2_grpc.MerchantServiceStub(ch)
+    ws = wallet_pb2_grpc.WalletServiceStub(ch)
+    p = ms.CreatePayment(
+        merchant_pb2.CreatePaymentRequest(
+            order_id=order,
+            amount=common_pb2.Money(amount_minor=250, currency="EUR"),
+            idempotency_key=uuid.uuid4().hex,
+        ),
+        metadata=bearer(key),
+        timeout=10,
+    )
+    s = ws.Login(wallet_pb2.LoginRequest(email=email, password="password1"), timeout=10)
+    wmd = bearer(s.access_token)
+    q = ws.ResolveQr(wallet_pb2.ResolveQrRequest(payload=p.qr_payload), metadata=wmd, timeout=10)
+    r = ws.Pay(
+        wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key=uuid.uuid4().hex),
+        metadata=wmd,
+        timeout=10,
+    )
+    assert r.payment_id == p.id and r.amount.amount_minor == 250
+    got = ms.GetPayment(
+        merchant_pb2.GetPaymentRequest(payment_id=p.id), metadata=bearer(key), timeout=10
+    )
+    return p.id, common_pb2.PaymentStatus.Name(got.status)
+
+
+def test_sales_through_both_gateways_reach_the_stream_in_order_once(
+    split: tuple[PspProcess, dict[str, str]],
+) -> None:
+    proc, seed = split
+    assert proc.proc is not None
+    port = int(proc.address.rsplit(":", 1)[1])
+    # Two gateways listen; the core does not (it would take connections and serve them).
+    assert len(_children(proc.proc.pid)) == 2
+    assert _listening_sockets(port) == 2
+    md = bearer(seed["api_key"])
+    received: list[tuple[int, str, str]] = []
+    started = threading.Event()
+    want = 12
+
+    def watch() -> None:
+        with grpc.insecure_channel(proc.address) as ch:
+            call = merchant_pb2_grpc.MerchantServiceStub(ch).WatchPayments(
+                merchant_pb2.WatchPaymentsRequest(), metadata=md, timeout=30
+            )
+            started.set()
+            for ev in call:
+                received.append(
+                    (int(ev.cursor), merchant_pb2.PaymentEventType.Name(ev.type), ev.payment.id)
+                )
+                if len(received) == want:
+                    call.cancel()
+                    return
+
+    t = threading.Thread(target=watch)
+    t.start()
+    assert started.wait(10)
+    chans = channels(proc.address, 6)
+    paid = []
+    try:
+        for i, ch in enumerate(chans):
+            pid, status = _sale(ch, seed["api_key"], seed[f"e{i}"], f"G{i}")
+            assert status == "PAYMENT_STATUS_SUCCEEDED"
+            paid.append(pid)
+        # Health checking and reflection are answered by the gateway itself.
+        health = health_pb2_grpc.HealthStub(chans[0]).Check(
+            health_pb2.HealthCheckRequest(service="scanpay.v1.WalletService"), timeout=5
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # An error comes back with its status and reason, as from one process.
+        with pytest.raises(grpc.RpcError) as err:
+            merchant_pb2_grpc.MerchantServiceStub(chans[1]).CreatePayment(
+                merchant_pb2.CreatePaymentRequest(
+                    order_id="BAD",
+                    amount=common_pb2.Money(amount_minor=-5, currency="EUR"),
+                    idempotency_key=uuid.uuid4().hex,
+                ),
+                metadata=md,
+                timeout=10,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details()
+    finally:
+        for ch in chans:
+            ch.close()
+    t.join(30)
+    assert [c for c, _, _ in received] == list(range(1, want + 1))
+    assert [(k, pid) for _, k, pid in received] == [
+        (kind, pid)
+        for pid in paid
+        for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
+    ]
+
+
+def test_a_gateway_that_dies_is_replaced_and_the_sale_goes_on(
+    split: tuple[PspProcess, dict[str, str]],
+) -> None:
+    proc, seed = split
+    assert proc.proc is not None
+    port = int(proc.address.rsplit(":", 1)[1])
+    before = _children(proc.proc.pid)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = _children(proc.proc.pid)
+        if len(now) == 2 and before[0] not in now and _listening_sockets(port) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no new gateway: children {_children(proc.proc.pid)}")
+    for i, ch in enumerate(channels(proc.address, 4)):
+        with ch:
+            _, status = _sale(ch, seed["api_key"], seed[f"e{i}"], f"AFTER{i}")
+            assert status == "PAYMENT_STATUS_SUCCEEDED"
+
+
+def test_gateways_stop_with_their_core(split: tuple[PspProcess, dict[str, str]]) -> None:
+    proc, _ = split
+    assert proc.proc is not None
+    port = int(proc.address.rsplit(":", 1)[1])
+    gateways = _children(proc.proc.pid)
+    proc.kill()  # SIGKILL: no chance to stop them itself
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if not any(Path(f"/proc/{g}").exists() for g in gateways):
+            break
+        time.sleep(0.2)
+    alive = [g for g in gateways if Path(f"/proc/{g}").exists()]
+    # A zombie (exited, not yet reaped by init) holds no socket.
+    assert all(Path(f"/proc/{g}/stat").read_text().split()[2] == "Z" for g in alive)
+    assert _listening_sockets(port) == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--gateways", "-1"], "--gateways must be between 0 and 64"),
+        (["--gateways", "65"], "--gateways must be between 0 and 64"),
+        (["--gateways", "2", "--workers", "2"], "--gateways and --workers do not combine"),
+    ],
+)
+def test_serve_refuses_bad_gateway_counts_and_creates_nothing(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    data = tmp_path / "psp"
+    cmd = [sys.executable, "-m", "psp_server", "psp", "serve", "--listen", "127.0.0.1:0"]
+    cmd += ["--data", str(data), *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (data / "psp.db").exists()
