@@ -25,6 +25,23 @@ WALLET_SERVICE = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"]
 SERVICE_NAMES = (MERCHANT_SERVICE.full_name, WALLET_SERVICE.full_name)
 
 
+# The calls a gateway answers itself, from the database: they only read, and a read there
+# sees what the core committed (on SQLite a commit becomes visible to other connections
+# once it is on disk). Every other call goes to the core.
+GATEWAY_READS = frozenset(
+    {
+        "scanpay.v1.MerchantService.GetMerchant",
+        "scanpay.v1.MerchantService.GetPayment",
+        "scanpay.v1.MerchantService.ListPayments",
+        "scanpay.v1.MerchantService.GetStaticQr",
+        "scanpay.v1.MerchantService.GetDailySummary",
+        "scanpay.v1.WalletService.GetBalance",
+        "scanpay.v1.WalletService.ResolveQr",
+        "scanpay.v1.WalletService.ListTransactions",
+    }
+)
+
+
 def _serialize(response: Any) -> bytes:
     """A servicer may return the response already encoded (the bytes stored with an
     idempotency key, an event encoded once): those go out as they are."""
@@ -43,8 +60,8 @@ def add_service(
     """Register every method of ``service`` on ``servicer`` (what the generated
     ``add_*Servicer_to_server`` does), with requests parsed by the handler itself, so a
     malformed body is INVALID_ARGUMENT, and responses that may be pre-encoded bytes.
-    ``forward`` (a gateway): the handler of each unary method, taking the request's bytes
-    as they came and answering with bytes."""
+    ``forward`` (a gateway): the handler of a unary method, taking the request's bytes
+    as they came and answering with bytes; None where the servicer answers here."""
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in service.methods:
         if method.client_streaming:
@@ -55,8 +72,8 @@ def add_service(
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 tolerant_stream(fn, decode), response_serializer=_serialize
             )
-        elif forward is not None:
-            handlers[method.name] = grpc.unary_unary_rpc_method_handler(forward(method))
+        elif forward is not None and (fwd := forward(method)) is not None:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(fwd)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 unary_handler(servicer, method), response_serializer=_serialize
@@ -117,6 +134,8 @@ def build_server(
         }
 
         def forward(method: MethodDescriptor) -> Any:
+            if method.full_name in GATEWAY_READS:
+                return None
             return relay.forwarder(client, index[method.full_name])
 
     for service, servicer in servicers(app):

@@ -209,3 +209,71 @@ def test_serve_refuses_bad_gateway_counts_and_creates_nothing(
     assert done.returncode == 2
     assert message in done.stderr
     assert not (data / "psp.db").exists()
+
+
+def test_a_gateway_answers_reads_itself_and_refuses_writes_clearly_without_the_core(
+    tmp_path: Path,
+) -> None:
+    """Reads (ResolveQr, GetBalance, GetPayment, ...) are answered by the gateway from the
+    database; everything else goes to the core, and with the core gone gets UNAVAILABLE
+    CORE_UNAVAILABLE rather than hanging or an unknown error."""
+    import asyncio
+
+    from google.rpc import error_details_pb2, status_pb2
+
+    from tests.support.psp import LivePsp
+
+    psp = LivePsp(tmp_path / "psp", gateway=True).start()
+    try:
+        mer = psp.create_merchant()
+        email = f"r-{uuid.uuid4().hex[:6]}@example.com"
+        psp.create_consumer(email, balance_minor=20_00)
+        payment_id, payload = psp.create_payment(mer.api_key, 500)
+        wmd = bearer(psp.login(email))
+        asyncio.run_coroutine_threadsafe(psp.core.stop(), psp._loop).result(10)
+        with psp.channel() as ch:
+            ws = wallet_pb2_grpc.WalletServiceStub(ch)
+            ms = merchant_pb2_grpc.MerchantServiceStub(ch)
+            q = ws.ResolveQr(wallet_pb2.ResolveQrRequest(payload=payload), metadata=wmd, timeout=5)
+            assert q.amount.amount_minor == 500 and q.payable
+            assert (
+                ws.GetBalance(
+                    wallet_pb2.GetBalanceRequest(), metadata=wmd, timeout=5
+                ).available.amount_minor
+                == 20_00
+            )
+            got = ms.GetPayment(
+                merchant_pb2.GetPaymentRequest(payment_id=payment_id),
+                metadata=bearer(mer.api_key),
+                timeout=5,
+            )
+            assert got.status == common_pb2.PAYMENT_STATUS_PENDING
+            for call in (
+                lambda: ws.Pay(
+                    wallet_pb2.PayRequest(quote_id=q.quote_id, idempotency_key="k1"),
+                    metadata=wmd,
+                    timeout=5,
+                ),
+                lambda: ms.CreatePayment(
+                    merchant_pb2.CreatePaymentRequest(
+                        order_id="O-2",
+                        amount=common_pb2.Money(amount_minor=100, currency="EUR"),
+                        idempotency_key="k2",
+                    ),
+                    metadata=bearer(mer.api_key),
+                    timeout=5,
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                (blob,) = [
+                    v for k, v in err.value.trailing_metadata() if k == "grpc-status-details-bin"
+                ]
+                info = error_details_pb2.ErrorInfo()
+                status_pb2.Status.FromString(blob).details[0].Unpack(info)
+                assert info.reason == "CORE_UNAVAILABLE"
+        # Nothing was paid: the wallet still has its balance.
+        assert psp.app.db.read_sync(lambda s: s.get_payment(payment_id)).status.value == "pending"
+    finally:
+        psp.stop()

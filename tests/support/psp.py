@@ -54,6 +54,7 @@ class LivePsp:
         # database) that hands every unary call to the core over a Unix socket.
         self.gateway = gateway
         self.gateway_app: Any = None
+        self.core: Any = None  # the core's end of the relay, in gateway mode
         self.cardnet = cardnet
         self.db_url = db_url or f"sqlite:///{self.data_dir / 'psp.db'}"
         self.settings = settings
@@ -96,7 +97,7 @@ class LivePsp:
             core = client = None
             if self.gateway:
                 sock = str(self.data_dir / "core.sock")
-                core = await start_core(self.app, sock)
+                core = self.core = await start_core(self.app, sock)
                 server, port, client = await start_gateway(self.gateway_app, address, sock)
             else:
                 server, port = build_server(self.app, address)
