@@ -226,25 +226,7 @@ class _Gateways:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "psp_server",
-            "psp",
-            "serve",
-            "--gateway-child",
-            self._path,
-            "--listen",
-            self._listen,
-            "--event-loop",
-            self._args.event_loop,
-        ]
-        if self._args.data is not None:
-            cmd += ["--data", str(self._args.data)]
-        if self._args.db:
-            cmd += ["--db", self._args.db]
-        if self._args.public_url:
-            cmd += ["--public-url", self._args.public_url]
+        cmd = _child_command(self._args, self._listen, ["--gateway-child", self._path])
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, preexec_fn=_die_with_parent)
 
     async def start(self, n: int) -> int:
@@ -318,6 +300,20 @@ async def _serve_gateway(args: argparse.Namespace, settings: Any) -> int:
     return 0 if stop.is_set() else 1
 
 
+def _child_command(args: argparse.Namespace, listen: str, role: list[str]) -> list[str]:
+    """``psp serve`` for a child process (a worker or a gateway) on ``listen``, with this
+    process's settings."""
+    cmd = [sys.executable, "-m", "psp_server", "psp", "serve", *role, "--listen", listen]
+    cmd += ["--event-loop", args.event_loop]
+    if args.data is not None:
+        cmd += ["--data", str(args.data)]
+    if args.db:
+        cmd += ["--db", args.db]
+    if args.public_url:
+        cmd += ["--public-url", args.public_url]
+    return cmd
+
+
 def _spawn_workers(
     args: argparse.Namespace, host: str, port: int, n: int
 ) -> list[subprocess.Popen[bytes]]:
@@ -325,26 +321,8 @@ def _spawn_workers(
     (SO_REUSEPORT), each has its own interpreter lock, and they share the database."""
     procs = []
     for _ in range(n):
-        cmd = [
-            sys.executable,
-            "-m",
-            "psp_server",
-            "psp",
-            "serve",
-            "--worker-child",
-            "--workers",
-            str(args.workers),
-            "--listen",
-            f"{host}:{port}",
-            "--event-loop",
-            args.event_loop,
-        ]
-        if args.data is not None:
-            cmd += ["--data", str(args.data)]
-        if args.db:
-            cmd += ["--db", args.db]
-        if args.public_url:
-            cmd += ["--public-url", args.public_url]
+        role = ["--worker-child", "--workers", str(args.workers)]
+        cmd = _child_command(args, f"{host}:{port}", role)
         if args.commit_delay_ms is not None:
             cmd += ["--commit-delay-ms", str(args.commit_delay_ms)]
         if args.cardnet:

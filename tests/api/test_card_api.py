@@ -206,13 +206,12 @@ def backend_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str | 
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def card_psp(
-    request: pytest.FixtureRequest,
-    cardnet: CardnetProcess,
-    tmp_path_factory: pytest.TempPathFactory,
+@contextlib.contextmanager
+def card_server(
+    request: pytest.FixtureRequest, data: Path, cardnet: CardnetProcess
 ) -> Iterator[LivePsp]:
-    data = tmp_path_factory.mktemp(f"psp-cards-{request.param}")
+    """A PSP with the card rail on the backend ``request.param`` names; its ledger is
+    checked when the test is done."""
     with backend_url(request, request.param) as url:
         psp = LivePsp(
             data,
@@ -225,6 +224,17 @@ def card_psp(
             assert psp.app.admin.ledger_check() == []
         finally:
             psp.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def card_psp(
+    request: pytest.FixtureRequest,
+    cardnet: CardnetProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LivePsp]:
+    data = tmp_path_factory.mktemp(f"psp-cards-{request.param}")
+    with card_server(request, data, cardnet) as psp:
+        yield psp
 
 
 @pytest.fixture
@@ -528,18 +538,8 @@ def crash_psp(
 ) -> Iterator[LivePsp]:
     """A PSP of its own (it is restarted), on SQLite or PostgreSQL."""
     data = tmp_path / "psp"
-    with backend_url(request, request.param) as url:
-        psp = LivePsp(
-            data,
-            url,
-            settings=card_settings(data, cardnet),
-            gateway=request.param == "sqlite-gateway",
-        ).start()
-        try:
-            yield psp
-            assert psp.app.admin.ledger_check() == []
-        finally:
-            psp.stop()
+    with card_server(request, data, cardnet) as psp:
+        yield psp
 
 
 def batches_of(psp: LivePsp, merchant_id: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from psp_server.adapters.card_store import CardStore
 from psp_server.adapters.cardnet_client import CardNetworkClient, Trace
 from psp_server.cardnet.settlement import parse_csv
 from psp_server.domain.money import Money
-from tests.api.test_card_api import BACKENDS, Till, backend_url, card_settings
+from tests.api.test_card_api import BACKENDS, Till, card_server
 from tests.support.cardnet import CardnetProcess
 from tests.support.psp import LivePsp
 
@@ -40,18 +40,8 @@ def card_psp(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LivePsp]:
     data = tmp_path_factory.mktemp(f"psp-disputes-{request.param}")
-    with backend_url(request, request.param) as url:
-        psp = LivePsp(
-            data,
-            url,
-            settings=card_settings(data, cardnet),
-            gateway=request.param == "sqlite-gateway",
-        ).start()
-        try:
-            yield psp
-            assert psp.app.admin.ledger_check() == []
-        finally:
-            psp.stop()
+    with card_server(request, data, cardnet) as psp:
+        yield psp
 
 
 class Disputed:

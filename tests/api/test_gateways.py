@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,28 +25,16 @@ from protos.scanpay.v1 import (
     wallet_pb2,
     wallet_pb2_grpc,
 )
-from psp_server.bootstrap import build_app
-from psp_server.config import Settings
-from tests.api.test_workers import SECRET, _listening_sockets, channels
+from tests.api.test_workers import Watcher, _listening_sockets, channels, seed_shop
 from tests.support.psp import PspProcess, bearer
 
 
 @pytest.fixture
 def split(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
-    data = tmp_path / "psp"
-    app = build_app(Settings(data_dir=data, secret=SECRET.encode()))
-    m = app.admin.create_merchant(
-        name="Split Process Shop", city="Lisbon", country="PT", currency="EUR", mcc="5411"
-    )
-    key = app.admin.create_terminal(m.id, "T1").api_key
-    emails = [f"g{i}-{uuid.uuid4().hex[:6]}@example.com" for i in range(6)]
-    for e in emails:
-        c = app.admin.create_consumer(email=e, password="password1", currency="EUR", kyc_tier=2)
-        app.admin.top_up(c.id, 100_00, "EUR")
-    app.close()
-    proc = PspProcess(data, gateways=2).start()
+    seed = seed_shop(tmp_path / "psp")
+    proc = PspProcess(tmp_path / "psp", gateways=2).start()
     try:
-        yield proc, {"api_key": key, **{f"e{i}": e for i, e in enumerate(emails)}}
+        yield proc, seed
     finally:
         proc.stop()
 
@@ -94,27 +81,7 @@ def test_sales_through_both_gateways_reach_the_stream_in_order_once(
     assert len(_children(proc.proc.pid)) == 2
     assert _listening_sockets(port) == 2
     md = bearer(seed["api_key"])
-    received: list[tuple[int, str, str]] = []
-    started = threading.Event()
-    want = 12
-
-    def watch() -> None:
-        with grpc.insecure_channel(proc.address) as ch:
-            call = merchant_pb2_grpc.MerchantServiceStub(ch).WatchPayments(
-                merchant_pb2.WatchPaymentsRequest(), metadata=md, timeout=30
-            )
-            started.set()
-            for ev in call:
-                received.append(
-                    (int(ev.cursor), merchant_pb2.PaymentEventType.Name(ev.type), ev.payment.id)
-                )
-                if len(received) == want:
-                    call.cancel()
-                    return
-
-    t = threading.Thread(target=watch)
-    t.start()
-    assert started.wait(10)
+    watcher = Watcher(proc.address, md, want=12)
     chans = channels(proc.address, 6)
     paid = []
     try:
@@ -143,13 +110,7 @@ def test_sales_through_both_gateways_reach_the_stream_in_order_once(
     finally:
         for ch in chans:
             ch.close()
-    t.join(30)
-    assert [c for c, _, _ in received] == list(range(1, want + 1))
-    assert [(k, pid) for _, k, pid in received] == [
-        (kind, pid)
-        for pid in paid
-        for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
-    ]
+    watcher.assert_each_sale_once_in_order(paid)
 
 
 def test_a_gateway_that_dies_is_replaced_and_the_sale_goes_on(

@@ -28,9 +28,9 @@ from tests.support.psp import PspProcess, bearer
 SECRET = "process-test-secret"  # what PspProcess gives the server
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
-    data = tmp_path / "psp"
+def seed_shop(data: Path) -> dict[str, str]:
+    """A merchant with a till and six funded wallets, written before the server starts:
+    the till's API key as ``api_key`` and the wallets' e-mails as ``e0`` .. ``e5``."""
     app = build_app(Settings(data_dir=data, secret=SECRET.encode()))
     m = app.admin.create_merchant(
         name="Two Process Shop", city="Berlin", country="DE", currency="EUR", mcc="5411"
@@ -41,9 +41,15 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
         c = app.admin.create_consumer(email=e, password="password1", currency="EUR", kyc_tier=2)
         app.admin.top_up(c.id, 100_00, "EUR")
     app.close()
-    proc = PspProcess(data, workers=2).start()
+    return {"api_key": key, **{f"e{i}": e for i, e in enumerate(emails)}}
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path) -> Iterator[tuple[PspProcess, dict[str, str]]]:
+    seed = seed_shop(tmp_path / "psp")
+    proc = PspProcess(tmp_path / "psp", workers=2).start()
     try:
-        yield proc, {"api_key": key, **{f"e{i}": e for i, e in enumerate(emails)}}
+        yield proc, seed
     finally:
         proc.stop()
 
@@ -56,32 +62,49 @@ def channels(address: str, n: int) -> list[grpc.Channel]:
     ]
 
 
+class Watcher:
+    """A merchant's WatchPayments stream read in a thread until ``want`` events came."""
+
+    def __init__(self, address: str, md: tuple[tuple[str, str], ...], want: int) -> None:
+        self.received: list[tuple[int, str, str]] = []
+        self._started = threading.Event()
+        self._address, self._md, self._want = address, md, want
+        self._thread = threading.Thread(target=self._watch)
+        self._thread.start()
+        assert self._started.wait(10)
+
+    def _watch(self) -> None:
+        with grpc.insecure_channel(self._address) as ch:
+            call = merchant_pb2_grpc.MerchantServiceStub(ch).WatchPayments(
+                merchant_pb2.WatchPaymentsRequest(), metadata=self._md, timeout=30
+            )
+            self._started.set()
+            for ev in call:
+                self.received.append(
+                    (int(ev.cursor), merchant_pb2.PaymentEventType.Name(ev.type), ev.payment.id)
+                )
+                if len(self.received) == self._want:
+                    call.cancel()
+                    return
+
+    def assert_each_sale_once_in_order(self, paid: list[str]) -> None:
+        """Every payment's CREATED and SUCCEEDED, in the order the sales were made, with
+        the cursors 1, 2, 3, ... and nothing else."""
+        self._thread.join(30)
+        assert [c for c, _, _ in self.received] == list(range(1, self._want + 1))
+        assert [(k, pid) for _, k, pid in self.received] == [
+            (kind, pid)
+            for pid in paid
+            for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
+        ]
+
+
 def test_stream_sees_payments_from_both_processes(
     two_workers: tuple[PspProcess, dict[str, str]],
 ) -> None:
     proc, seed = two_workers
     md = bearer(seed["api_key"])
-    received: list[tuple[int, str, str]] = []
-    started = threading.Event()
-    want = 12
-
-    def watch() -> None:
-        with grpc.insecure_channel(proc.address) as ch:
-            call = merchant_pb2_grpc.MerchantServiceStub(ch).WatchPayments(
-                merchant_pb2.WatchPaymentsRequest(), metadata=md, timeout=30
-            )
-            started.set()
-            for ev in call:
-                received.append(
-                    (int(ev.cursor), merchant_pb2.PaymentEventType.Name(ev.type), ev.payment.id)
-                )
-                if len(received) == want:
-                    call.cancel()
-                    return
-
-    t = threading.Thread(target=watch)
-    t.start()
-    assert started.wait(10)
+    watcher = Watcher(proc.address, md, want=12)
     chans = channels(proc.address, 6)
     paid = []
     try:
@@ -107,13 +130,7 @@ def test_stream_sees_payments_from_both_processes(
     finally:
         for ch in chans:
             ch.close()
-    t.join(30)
-    assert [c for c, _, _ in received] == list(range(1, want + 1))
-    assert [(k, pid) for _, k, pid in received] == [
-        (kind, pid)
-        for pid in paid
-        for kind in ("PAYMENT_EVENT_TYPE_CREATED", "PAYMENT_EVENT_TYPE_SUCCEEDED")
-    ]
+    watcher.assert_each_sale_once_in_order(paid)
 
 
 def _listening_sockets(port: int) -> int:
