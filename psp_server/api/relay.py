@@ -310,6 +310,10 @@ class RelayClient:
         call_id = self._next
         self._pending[call_id] = fut
         auth = authorization.encode()
+        if len(auth) > 0xFFFF:
+            # Longer than any credential (grpc caps metadata at 8 KiB by default): sent as
+            # none, so the core answers UNAUTHENTICATED like for a missing one.
+            auth = b""
         side.send(_CALL.pack(call_id, method, len(auth)), auth, request)
         return fut
 

@@ -73,6 +73,11 @@ async def test_calls_in_flight_together_each_get_their_own_answer(pair: Any) -> 
     assert answers == [f"Bearer k{i}|".encode() + f"body{i}".encode() * i for i in range(200)]
 
 
+async def test_an_authorization_too_long_to_frame_goes_as_none(pair: Any) -> None:
+    _, client, _ = pair
+    assert await client.call(0, "Bearer " + "x" * 70_000, b"body") == b"|body"
+
+
 async def test_a_domain_error_keeps_its_code_message_and_reason(pair: Any) -> None:
     _, client, _ = pair
     with pytest.raises(relay.Aborted) as err:
