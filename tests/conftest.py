@@ -78,17 +78,19 @@ def live_psp(tmp_path: Path) -> Iterator[LivePsp]:
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         "sqlite-gateway",
+        pytest.param("postgres-gateway", marks=pytest.mark.postgres),
     ],
 )
 def psp(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LivePsp]:
     """One real server per test module and backend; tests make their own merchants and
-    consumers, so they do not see each other's data. ``sqlite-gateway``: the layout of
-    ``psp serve --gateways``, every call through a gateway to the core."""
+    consumers, so they do not see each other's data. ``*-gateway``: the layout of
+    ``psp serve --gateways``, every call through a gateway (which answers reads itself)
+    to the core."""
     data = tmp_path_factory.mktemp(f"psp-{request.param}")
-    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    server = LivePsp(data, url, gateway=request.param == "sqlite-gateway").start()
+    url = request.getfixturevalue("postgres_url") if "postgres" in request.param else None
+    server = LivePsp(data, url, gateway=request.param.endswith("-gateway")).start()
     try:
         yield server
     finally:
