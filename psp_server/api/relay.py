@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
@@ -223,8 +224,18 @@ class RelayCore:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, path: str) -> None:
+        """Listen on ``path``: a file, or ``@name`` for Linux's abstract namespace."""
+        # The socket made here: uvloop takes no abstract address itself.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(_address(path))
+            sock.listen(64)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(lambda: _CoreSide(self), path)
+        self._server = await loop.create_unix_server(lambda: _CoreSide(self), sock=sock)
 
     def publish(self, merchant_id: str, seq: int, data: bytes) -> None:
         """A committed event, to every gateway (on the loop)."""
@@ -290,8 +301,15 @@ class RelayClient:
         self._closed = asyncio.Event()
 
     async def connect(self, path: str) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(_address(path))  # local: no waiting
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         loop = asyncio.get_running_loop()
-        _, side = await loop.create_unix_connection(lambda: _GatewaySide(self), path)
+        _, side = await loop.create_unix_connection(lambda: _GatewaySide(self), sock=sock)
         self._side = side
 
     @property
@@ -330,6 +348,12 @@ class RelayClient:
     def close(self) -> None:
         if self._side is not None and self._side._transport is not None:
             self._side._transport.close()
+
+
+def _address(path: str) -> str:
+    """``@name`` is the abstract socket ``name``, whose address starts with a NUL byte
+    (which cannot travel on a command line)."""
+    return "\0" + path[1:] if path.startswith("@") else path
 
 
 def _unavailable() -> grpc.Status:

@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -187,8 +188,11 @@ async def _serve_core(args: argparse.Namespace, app: Any, n: int) -> int:
     from psp_server.api.server import start_core
     from psp_server.bootstrap import start_background, stop_background
 
-    sock_dir = tempfile.mkdtemp(prefix="scanpay-core-")
-    path = os.path.join(sock_dir, "core.sock")
+    # Linux: a socket in the abstract namespace ("@name" on a command line), which leaves
+    # nothing behind when the core is killed; elsewhere a file in a private directory.
+    sock_dir = "" if sys.platform == "linux" else tempfile.mkdtemp(prefix="scanpay-core-")
+    name = f"@scanpay-core-{os.getpid()}-{secrets.token_hex(6)}"
+    path = os.path.join(sock_dir, "core.sock") if sock_dir else name
     core = await start_core(app, path)
     await start_background(app, primary=True)
     gateways = _Gateways(args, path)
@@ -212,7 +216,8 @@ async def _serve_core(args: argparse.Namespace, app: Any, n: int) -> int:
         await core.stop()
         await stop_background(app)
         app.close()
-        shutil.rmtree(sock_dir, ignore_errors=True)
+        if sock_dir:
+            shutil.rmtree(sock_dir, ignore_errors=True)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -176,4 +178,20 @@ async def test_an_oversize_frame_drops_the_connection(tmp_path: Path) -> None:
             assert await asyncio.wait_for(loop.sock_recv(s, 10), 5) == b""
         assert core.connected() == 0
     finally:
+        await core.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux's")
+async def test_an_abstract_socket_name_leaves_no_file(tmp_path: Path) -> None:
+    # What psp serve --gateways uses on Linux: nothing stays behind a killed core.
+    name = f"@scanpay-test-{uuid.uuid4().hex}"
+    core = relay.RelayCore([Echo().echo])
+    await core.start(name)
+    client = relay.RelayClient()
+    try:
+        await client.connect(name)
+        assert await client.call(0, "Bearer k", b"hi") == b"Bearer k|hi"
+        assert not Path(name).exists()
+    finally:
+        client.close()
         await core.stop()
