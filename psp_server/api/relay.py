@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import os
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
@@ -225,10 +228,16 @@ class RelayCore:
 
     async def start(self, path: str) -> None:
         """Listen on ``path``: a file, or ``@name`` for Linux's abstract namespace."""
+        address = _address(path)
+        if not address.startswith("\0"):
+            # A socket file left by an earlier run (a restart on the same data directory).
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(address).st_mode):
+                    os.unlink(address)
         # The socket made here: uvloop takes no abstract address itself.
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(_address(path))
+            sock.bind(address)
             sock.listen(64)
             sock.setblocking(False)
         except BaseException:

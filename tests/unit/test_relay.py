@@ -195,3 +195,20 @@ async def test_an_abstract_socket_name_leaves_no_file(tmp_path: Path) -> None:
     finally:
         client.close()
         await core.stop()
+
+
+async def test_a_core_starts_again_on_the_socket_file_of_an_earlier_run(tmp_path: Path) -> None:
+    path = str(tmp_path / "core.sock")
+    first = relay.RelayCore([Echo().echo])
+    await first.start(path)
+    await first.stop()
+    assert Path(path).exists()  # as a killed core leaves it
+    again = relay.RelayCore([Echo().echo])
+    await again.start(path)
+    client = relay.RelayClient()
+    try:
+        await client.connect(path)
+        assert await client.call(0, "", b"again") == b"|again"
+    finally:
+        client.close()
+        await again.stop()
