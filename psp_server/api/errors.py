@@ -69,10 +69,7 @@ def to_rpc_status(
 
 
 async def abort(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-    code, reason, message, metadata = status_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
-        log.error("unexpected error", exc_info=exc)
-    await context.abort_with_status(to_rpc_status(code, reason, message, metadata))
+    await context.abort_with_status(status_of(exc))
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +111,30 @@ MALFORMED = to_rpc_status(
     "the request is not a valid protobuf message of this method's type",
     {},
 )
+
+
+# psp serve --gateways (api/relay.py): the gateway lost the core, and the core was sent
+# a method it does not have (a gateway of another version).
+CORE_UNAVAILABLE = to_rpc_status(
+    grpc.StatusCode.UNAVAILABLE,
+    "CORE_UNAVAILABLE",
+    "the payment core is not reachable; try again with the same idempotency key",
+    {},
+)
+UNKNOWN_METHOD = to_rpc_status(
+    grpc.StatusCode.UNIMPLEMENTED,
+    "UNKNOWN_METHOD",
+    "the payment core does not know this method (gateway and core of different versions?)",
+    {},
+)
+
+
+def status_of(exc: BaseException) -> grpc.Status:
+    """The status an error ends a call with (logged when it is a bug)."""
+    code, reason, message, metadata = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("unexpected error", exc_info=exc)
+    return to_rpc_status(code, reason, message, metadata)
 
 
 def tolerant_unary(

@@ -4,9 +4,10 @@
 runs every use case: it owns the database writer, so all payments of the deployment share
 its group commits (one fsync for many), and no other process's commits throw its page
 cache away. The *gateways* hold the clients' connections: HTTP/2, gRPC framing, health,
-reflection and the merchants' ``WatchPayments`` streams. A gateway hands each unary call
-to the core as it arrived (the request's bytes and its ``authorization`` header) over a
-Unix socket, and answers with the bytes or the status the core sent back. The servicers
+reflection, the merchants' ``WatchPayments`` streams and the calls that only read
+(``api.server.GATEWAY_READS``). A gateway hands every other unary call to the core as it
+arrived (the request's bytes and its ``authorization`` header) over a Unix socket, and
+answers with the bytes or the status the core sent back. The servicers
 are the same code in both layouts; in the core they see a context that holds the caller's
 credentials and turns an abort into the status sent back.
 
@@ -40,6 +41,8 @@ from typing import Any, cast
 
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+
+from psp_server.api import errors
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +205,15 @@ class _CoreSide(_Framed):
         handlers = self._core.handlers
         try:
             if not 0 <= method < len(handlers):
-                raise Aborted(_Status(grpc.StatusCode.UNIMPLEMENTED, "unknown method", ()))
+                raise Aborted(errors.UNKNOWN_METHOD)
             response = await handlers[method](body, CallContext(auth))
             data = response if type(response) is bytes else response.SerializeToString()
             self.send(_REPLY.pack(call_id, OK), data)
         except Aborted as exc:
             self.send(_REPLY.pack(call_id, ERROR), _encode_status(exc.status))
-        except Exception:
-            # The servicers map every error themselves; this is a bug in the relay.
-            log.exception("relay: call %d failed", method)
-            status = _Status(grpc.StatusCode.INTERNAL, "internal error; it has been logged", ())
-            self.send(_REPLY.pack(call_id, ERROR), _encode_status(status))
+        except Exception as exc:
+            # The servicers map every error themselves: this is a bug (INTERNAL, logged).
+            self.send(_REPLY.pack(call_id, ERROR), _encode_status(errors.status_of(exc)))
 
     def event(self, merchant_id: bytes, seq: int, data: bytes) -> None:
         self.send(_EVENT.pack(0, EVENT, len(merchant_id)), merchant_id, _SEQ.pack(seq), data)
@@ -265,8 +266,6 @@ class RelayCore:
 
 
 # -- a gateway -----------------------------------------------------------------------
-
-CORE_GONE = "the payment core is not reachable; try again with the same idempotency key"
 
 
 class _GatewaySide(_Framed):
@@ -331,7 +330,7 @@ class RelayClient:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         side = self._side
         if side is None:
-            fut.set_exception(Aborted(_unavailable()))
+            fut.set_exception(Aborted(errors.CORE_UNAVAILABLE))
             return fut
         self._next = self._next % 0xFFFFFFFF + 1
         call_id = self._next
@@ -351,7 +350,7 @@ class RelayClient:
             log.error("relay: lost the core with %d call(s) in flight", len(pending))
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(Aborted(_unavailable()))
+                fut.set_exception(Aborted(errors.CORE_UNAVAILABLE))
         self._closed.set()
 
     def close(self) -> None:
@@ -363,12 +362,6 @@ def _address(path: str) -> str:
     """``@name`` is the abstract socket ``name``, whose address starts with a NUL byte
     (which cannot travel on a command line)."""
     return "\0" + path[1:] if path.startswith("@") else path
-
-
-def _unavailable() -> grpc.Status:
-    from psp_server.api.errors import to_rpc_status
-
-    return to_rpc_status(grpc.StatusCode.UNAVAILABLE, "CORE_UNAVAILABLE", CORE_GONE, {})
 
 
 def forwarder(client: RelayClient, method: int) -> Callable[[bytes, Any], Awaitable[bytes]]:

@@ -94,9 +94,12 @@ async def test_an_unknown_method_and_a_bug_are_clear_statuses(pair: Any) -> None
     with pytest.raises(relay.Aborted) as err:
         await client.call(99, "", b"")
     assert err.value.status.code == grpc.StatusCode.UNIMPLEMENTED
+    assert _reason(err.value.status) == "UNKNOWN_METHOD"
     with pytest.raises(relay.Aborted) as err:
         await client.call(3, "", b"")
     assert err.value.status.code == grpc.StatusCode.INTERNAL
+    assert _reason(err.value.status) == "INTERNAL"
+    assert "a bug" not in err.value.status.details  # logged, not sent
     # The connection is still good.
     assert await client.call(0, "", b"x") == b"|x"
 
