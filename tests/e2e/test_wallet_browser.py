@@ -214,20 +214,32 @@ def open_wallet(world: World, context):
 
 
 def fill(page, label: str, text: str) -> None:
-    """Type into a field as a person does (click, select all, type), move on (Tab), then
+    """Type into a field as a person does (click, clear it, type), move on (Tab), then
     check what the field holds. On a busy machine Flutter can drop the last keys typed
     just before the focus moves on: a failed run's fields held "eve@example." and
     "correct" although each had read in full while it still had the focus (the second
     sign-in then went out with them). So the check is made after the field has lost the
-    focus and Flutter has written its own value back; a select-all that landed before
-    the focus did is caught the same way. Tries again, a few times."""
+    focus and Flutter has written its own value back. Tries again, a few times.
+
+    The old text goes with End and a Backspace per character, checked empty before the
+    typing: once (Chromium 156.0.8078.114) Control+A selected nothing, every try
+    appended, and the Email field ended as "eve@example.comeveveve...". Backspaces
+    clear the field whether or not a selection landed."""
     from playwright.sync_api import expect
 
     box = page.get_by_role("textbox", name=label)
     for _ in range(4):
         box.click()
         expect(box).to_be_focused()
-        page.keyboard.press("Control+A")
+        held = box.input_value()
+        if held:
+            page.keyboard.press("End")
+            for _ in held:
+                page.keyboard.press("Backspace")
+            try:
+                expect(box).to_have_value("", timeout=3_000)
+            except AssertionError:
+                continue
         page.keyboard.type(text, delay=10)
         page.keyboard.press("Tab")
         expect(box).not_to_be_focused()
